@@ -1,0 +1,1 @@
+"""`imgvaultctl`, the admin's command line."""

@@ -1,0 +1,6 @@
+"""One module per `imgvaultctl` command group.
+
+Each module defines `register(subparsers)`, which adds its parser(s) and sets `handler` (a
+function taking the parsed arguments and returning an exit code). `imgvault.cli.main` discovers
+the modules here, so adding a command group touches no other file.
+"""

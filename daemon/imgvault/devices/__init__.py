@@ -1,0 +1,1 @@
+"""Block devices: inventory (udev/sysfs/blkid), loop devices, and drive self-encryption/health."""

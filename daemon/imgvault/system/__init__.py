@@ -1,0 +1,1 @@
+"""Running the system tools imgvault depends on (cryptsetup, losetup, blkid, mkfs, ...)."""
