@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from imgvault.devices.loop import LoopDevice, attach_loop, detach_loop
+from imgvault.volumes.luks import Pbkdf
 
 IN_VM = os.environ.get("IMGVAULT_IN_VM") == "1"
-
-# Fast key derivation for tests only; production keeps argon2id with its strong defaults.
-TEST_PBKDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 
 
 def _loop_tier_problems() -> list[str]:
@@ -44,6 +42,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"loop tier cannot run: {', '.join(problems)}; run scripts/bootstrap as root",
                 pytrace=False,
             )
+
+
+@pytest.fixture
+def fast_pbkdf() -> Pbkdf:
+    """Cheap key derivation for tests only; production keeps argon2id and its strong defaults."""
+    return Pbkdf(kind="pbkdf2", iterations=1000)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""LUKS volumes: the cryptsetup wrapper, typed header metadata and their lifecycle."""

@@ -1,0 +1,164 @@
+"""The cryptsetup wrapper: every LUKS operation imgvault performs goes through here.
+
+cryptsetup runs from argument lists with `--batch-mode`; keys are passed only on stdin
+(`--key-file=-`) or through inherited pipes (`/dev/fd/N`), never in argv or the environment.
+Failures become the typed errors of `imgvault.volumes.errors`.
+"""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from imgvault.secret import Secret
+from imgvault.system.run import CommandResult, SecretFd, run
+from imgvault.volumes.errors import CryptsetupError, NotLuksError, error_for, not_luks
+from imgvault.volumes.luks import LuksHeader, Pbkdf, parse_luks1, parse_luks2
+
+# LUKS2 with AES-128-XTS: cryptsetup's own default key is 512 bits (AES-256-XTS), so the key
+# size is always passed explicitly.
+DEFAULT_CIPHER = "aes-xts-plain64"
+DEFAULT_KEY_BITS = 256
+DEFAULT_HASH = "sha256"
+DEFAULT_PBKDF = Pbkdf(kind="argon2id")
+
+
+def _cryptsetup(
+    args: Sequence[str],
+    device: str | Path,
+    *,
+    key: Secret | None = None,
+    fd_secrets: Sequence[SecretFd] = (),
+    timeout: float | None = None,
+) -> CommandResult:
+    result = run(
+        ["cryptsetup", "--batch-mode", *args],
+        stdin_secret=key,
+        fd_secrets=fd_secrets,
+        timeout=timeout,
+    )
+    if not result.ok:
+        raise error_for(result, str(device))
+    return result
+
+
+def probe_identity(device: str | Path) -> dict[str, str]:
+    """blkid's low-level probe of `device`: TYPE, VERSION, UUID, LABEL, ... ({} if nothing)."""
+    result = run(["blkid", "--probe", "--output", "export", "--", str(device)])
+    if result.returncode == 2:  # blkid: nothing recognised
+        return {}
+    if not result.ok:
+        raise error_for(result, str(device))
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def read_header(device: str | Path) -> LuksHeader:
+    """Read the LUKS1 or LUKS2 header of `device` (no key needed)."""
+    identity = probe_identity(device)
+    if identity.get("TYPE") != "crypto_LUKS":
+        raise not_luks(str(device))
+    if identity.get("VERSION") == "1":
+        dump = _cryptsetup(["luksDump", "--", str(device)], device)
+        return parse_luks1(dump.stdout, identity)
+    dump = _cryptsetup(["luksDump", "--dump-json-metadata", "--", str(device)], device)
+    try:
+        metadata = json.loads(dump.stdout)
+    except json.JSONDecodeError as error:
+        raise CryptsetupError(
+            f"cryptsetup printed unreadable LUKS2 metadata for {device}: {error}",
+            "check the header with 'cryptsetup luksDump --debug'; restore it from a header "
+            "backup if it is damaged",
+        ) from error
+    return parse_luks2(metadata, identity)
+
+
+def is_luks(device: str | Path) -> bool:
+    try:
+        read_header(device)
+    except NotLuksError:
+        return False
+    return True
+
+
+def luks_format(
+    device: str | Path,
+    key: Secret,
+    *,
+    cipher: str = DEFAULT_CIPHER,
+    key_bits: int = DEFAULT_KEY_BITS,
+    hash_name: str = DEFAULT_HASH,
+    pbkdf: Pbkdf = DEFAULT_PBKDF,
+    sector_size: int | None = None,
+    label: str | None = None,
+) -> LuksHeader:
+    """Create a LUKS2 header on `device` with `key` in keyslot 0. Destroys what was there:
+    callers check for existing data first."""
+    args = [
+        "luksFormat",
+        "--type",
+        "luks2",
+        "--cipher",
+        cipher,
+        "--key-size",
+        str(key_bits),
+        "--hash",
+        hash_name,
+        *pbkdf.cryptsetup_args(),
+        "--key-file=-",
+    ]
+    if sector_size is not None:
+        args += ["--sector-size", str(sector_size)]
+    if label is not None:
+        args += ["--label", label]
+    _cryptsetup([*args, "--", str(device)], device, key=key)
+    return read_header(device)
+
+
+def test_key(device: str | Path, key: Secret) -> int:
+    """Check `key` against `device` without activating anything; returns the keyslot it opens."""
+    result = _cryptsetup(
+        ["open", "--test-passphrase", "--verbose", "--key-file=-", "--", str(device)],
+        device,
+        key=key,
+    )
+    return _reported_keyslot(result, "unlocked", device)
+
+
+def _reported_keyslot(result: CommandResult, verb: str, device: str | Path) -> int:
+    """The N of cryptsetup --verbose's "Key slot N <verb>." line."""
+    for line in result.stdout.splitlines():
+        if line.startswith("Key slot ") and line.rstrip(".").endswith(verb):
+            return int(line.split()[2])
+    raise CryptsetupError(f"cryptsetup did not say which keyslot of {device} was {verb}")
+
+
+def open_volume(device: str | Path, name: str, key: Secret, *, read_only: bool = False) -> Path:
+    """Activate `device` as /dev/mapper/`name` (needs device-mapper)."""
+    args = ["open", "--type", "luks", "--key-file=-"]
+    if read_only:
+        args.append("--readonly")
+    _cryptsetup([*args, "--", str(device), name], device, key=key)
+    return Path("/dev/mapper") / name
+
+
+def close_volume(name: str) -> None:
+    _cryptsetup(["close", "--", name], f"/dev/mapper/{name}")
+
+
+def add_key(
+    device: str | Path,
+    existing_key: Secret,
+    new_key: Secret,
+    *,
+    pbkdf: Pbkdf = DEFAULT_PBKDF,
+    keyslot: int | None = None,
+) -> int:
+    """Add `new_key` in a free (or the given) keyslot, authorised by `existing_key`."""
+    existing_fd, new_fd = SecretFd(existing_key), SecretFd(new_key)
+    args = ["luksAddKey", "--verbose", *pbkdf.cryptsetup_args()]
+    if keyslot is not None:
+        args += ["--key-slot", str(keyslot)]
+    args.append(f"--key-file={existing_fd.open()}")
+    result = _cryptsetup(
+        [*args, "--", str(device), new_fd.open()], device, fd_secrets=(existing_fd, new_fd)
+    )
+    return _reported_keyslot(result, "created", device)
