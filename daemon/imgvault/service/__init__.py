@@ -1,0 +1,1 @@
+"""`imgvaultd`, the imgvault system service."""
