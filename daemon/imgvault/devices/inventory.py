@@ -105,7 +105,7 @@ def mountpoints_by_devno(mountinfo: Path = MOUNTINFO) -> dict[str, list[str]]:
 def _sys_attr(device: pyudev.Device, *names: str) -> str | None:
     for name in names:
         try:
-            value = device.attributes.asstring(name).strip()
+            value: str = device.attributes.asstring(name).strip()
         except (KeyError, UnicodeDecodeError):
             continue
         if value:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from systemd import daemon as sd_daemon
+import systemd.daemon as sd_daemon
 
 from imgvault import __version__
 from imgvault.devices.inventory import list_block_devices

@@ -4,3 +4,8 @@ Each module defines `register(subparsers)`, which adds its parser(s) and sets `h
 function taking the parsed arguments and returning an exit code). `imgvault.cli.main` discovers
 the modules here, so adding a command group touches no other file.
 """
+
+import argparse
+
+# What each command module's `register` receives.
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -3,6 +3,7 @@
 import argparse
 
 from imgvault import __version__
+from imgvault.cli.commands import Subparsers
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.devices.inventory import BlockDevice, list_block_devices
 
@@ -44,7 +45,7 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "status",
         help="show block devices and their encryption",
