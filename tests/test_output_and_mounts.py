@@ -1,4 +1,5 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 from imgvault.cli.output import format_table, human_size
 from imgvault.devices.inventory import mountpoints_by_devno
@@ -27,3 +28,27 @@ def test_mountinfo_parsing_unescapes_octal(tmp_path: Path) -> None:
     mounts = mountpoints_by_devno(mountinfo)
     assert mounts["254:0"] == ["/"]
     assert mounts["253:1"] == ["/srv/pacs images", "/srv/bind"]
+
+
+def test_unreadable_header_is_reported_as_unknown_for_non_root(monkeypatch) -> None:
+    """Without root, blkid cannot open devices: status says so instead of failing."""
+    from imgvault.devices import inventory
+    from imgvault.volumes.errors import DeviceMissingError
+
+    fake_udev_device = SimpleNamespace(
+        sys_name="sdz",
+        device_node="/dev/sdz",
+        device_type="disk",
+        properties={"MAJOR": "8", "MINOR": "250"},
+        attributes=SimpleNamespace(asstring={"size": "2048"}.__getitem__),  # KeyError otherwise
+    )
+
+    def denied(path):
+        raise DeviceMissingError(f"{path} does not exist or cannot be opened")
+
+    monkeypatch.setattr(inventory, "probe_identity", denied)
+    monkeypatch.setattr(inventory.os, "geteuid", lambda: 1000)
+    block = inventory._describe(fake_udev_device, {})
+    assert block.encryption_state == "unknown"
+    assert block.encryption_summary() == "unknown: run as root to read headers"
+    assert block.to_json()["encrypted"] is False

@@ -42,6 +42,14 @@ def test_fd_secret_is_readable_as_dev_fd_path_and_closed_after() -> None:
     assert not Path(path).exists()  # our end is closed once the tool has run
 
 
+def test_fd_secret_is_closed_even_when_the_tool_is_missing() -> None:
+    secret_fd = SecretFd(Secret(PASSPHRASE))
+    path = secret_fd.open()
+    with pytest.raises(ToolMissingError):
+        run(["no-such-tool-xyz", path], fd_secrets=[secret_fd])
+    assert not Path(path).exists()
+
+
 def test_child_environment_is_minimal_and_in_the_c_locale(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

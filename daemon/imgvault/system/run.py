@@ -106,23 +106,23 @@ def run(
     `stdin_secret` is written to the child's stdin; each `fd_secrets` entry must already be
     `open()`ed and its `/dev/fd/N` path placed in argv by the caller.
     """
-    program = which(argv[0])
-    child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-    child_env.update(env or {})
-    child_env["LC_ALL"] = "C"
-    fds = tuple(s._read_fd for s in fd_secrets if s._read_fd >= 0)
     try:
+        program = which(argv[0])
+        child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        child_env.update(env or {})
+        child_env["LC_ALL"] = "C"
         proc = subprocess.run(
             [program, *argv[1:]],
             input=stdin_secret.reveal() if stdin_secret is not None else None,
             stdin=None if stdin_secret is not None else subprocess.DEVNULL,
             capture_output=True,
-            pass_fds=fds,
+            pass_fds=tuple(s._read_fd for s in fd_secrets if s._read_fd >= 0),
             env=child_env,
             timeout=timeout,
             check=False,
         )
     finally:
+        # Our read ends of the secret pipes: the child has its own copies, or never started.
         for secret_fd in fd_secrets:
             secret_fd.close()
     result = CommandResult(
