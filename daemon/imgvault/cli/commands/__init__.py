@@ -6,6 +6,7 @@ the modules here, so adding a command group touches no other file.
 """
 
 import argparse
+from typing import TypeAlias
 
-# What each command module's `register` receives.
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+# What each command module's `register` receives (subscriptable for type checkers only).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
