@@ -34,7 +34,9 @@ from imgvault.volumes.errors import (
     ],
 )
 def test_error_mapping(code: int, stderr: str, error_type: type, hint_word: str) -> None:
-    error = error_for(CommandResult(("cryptsetup", "open"), code, "", stderr), "/x")
+    argv = ("cryptsetup", "--batch-mode", "--key-file=-", "open", "/x", "pacs")
+    error = error_for(CommandResult(argv, code, "", stderr), "/x")
     assert type(error) is error_type
     assert hint_word in error.hint
     assert "/x" in str(error)
+    assert "--batch-mode" not in str(error)

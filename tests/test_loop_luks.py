@@ -12,7 +12,12 @@ from imgvault.devices.loop import LoopDevice
 from imgvault.secret import Secret
 from imgvault.system.run import run
 from imgvault.volumes import cryptsetup
-from imgvault.volumes.errors import DeviceMissingError, NotLuksError, WrongKeyError
+from imgvault.volumes.errors import (
+    DeviceMissingError,
+    NoDeviceMapperError,
+    NotLuksError,
+    WrongKeyError,
+)
 
 pytestmark = pytest.mark.loop
 PASS = Secret("pacs-volume-passphrase")
@@ -108,3 +113,19 @@ def test_not_luks_and_missing_device(make_loop, tmp_path: Path) -> None:
         cryptsetup.test_key(plain.path, PASS)
     with pytest.raises(DeviceMissingError):
         cryptsetup.test_key(tmp_path / "no-such-device", PASS)
+
+
+def test_open_without_device_mapper_says_how_to_get_it(make_loop, fast_pbkdf) -> None:
+    """These machines have no device-mapper: open must say so, not fail obscurely. (On a host
+    that has it, the same call must simply work.)"""
+    loop = make_loop(32)
+    cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
+    # Not /dev/mapper/control: libdevmapper creates that node even where the kernel lacks dm.
+    if Path("/sys/class/misc/device-mapper").exists():
+        cryptsetup.open_volume(loop.path, "dmcheck", PASS)
+        cryptsetup.close_volume("dmcheck")
+        return
+    with pytest.raises(NoDeviceMapperError) as caught:
+        cryptsetup.open_volume(loop.path, "dmcheck", PASS)
+    assert "modprobe dm_crypt" in caught.value.hint
+    assert caught.value.exit_code == 69

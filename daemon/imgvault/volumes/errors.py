@@ -47,7 +47,7 @@ def not_luks(device: str) -> NotLuksError:
 def error_for(result: CommandResult, device: str) -> CryptsetupError:
     """Map a failed cryptsetup run on `device` to the most precise error type."""
     stderr = result.stderr.strip()
-    action = result.argv[1] if len(result.argv) > 1 else "cryptsetup"
+    action = next((arg for arg in result.argv[1:] if not arg.startswith("-")), "")
     if "Cannot initialize device-mapper" in stderr or "dm_mod" in stderr:
         return NoDeviceMapperError(
             f"cryptsetup {action} {device}: the kernel has no device-mapper",
