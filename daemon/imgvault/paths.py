@@ -1,0 +1,14 @@
+"""Where imgvault keeps its state. One place, so tests and the demo can point it elsewhere."""
+
+import os
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    """Registry, key store, header backups: $IMGVAULT_STATE_DIR or /var/lib/imgvault."""
+    return Path(os.environ.get("IMGVAULT_STATE_DIR", "/var/lib/imgvault"))
+
+
+def config_dir() -> Path:
+    """The admin's policy lives here: $IMGVAULT_CONFIG_DIR or /etc/imgvault."""
+    return Path(os.environ.get("IMGVAULT_CONFIG_DIR", "/etc/imgvault"))
