@@ -48,6 +48,10 @@ OAEP_SHA256_NULL = bytes.fromhex(
 )
 
 
+# What asn1crypto raises on malformed input: not only ValueError (found by the bit-flip test).
+ASN1_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
+
+
 class GCMParameters(core.Sequence):  # type: ignore[misc]
     """RFC 5084 §3.2 (asn1crypto has no class for it). The ICV length defaults to 12."""
 
@@ -294,7 +298,7 @@ def _check_algorithm(raw: bytes, r: der.Reader) -> bytes:
         params = GCMParameters.load(algorithm["parameters"].dump())
         nonce = bytes(params["aes_nonce"].native)
         icvlen = int(params["aes_icvlen"].native)
-    except ValueError as error:
+    except ASN1_ERRORS as error:
         raise r.broken(f"content algorithm does not parse: {error}") from None
     if len(nonce) != NONCE_BYTES or icvlen != TAG_BYTES:
         raise UnsupportedError(
@@ -334,7 +338,7 @@ def _recipients(
                     f"{r.name}: a recipient info of kind {info.name} is not supported",
                     "imgvault reads RSA key-transport (ktri) recipients only",
                 )
-    except ValueError as error:
+    except ASN1_ERRORS as error:
         raise r.broken(f"recipient infos do not parse: {error}") from None
     if file_info is not None:
         info_size = FileInfo.decode(_record(file_info)["info"].dump()).size

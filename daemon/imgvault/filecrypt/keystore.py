@@ -102,7 +102,7 @@ class KeyStore:
             raise FilecryptError(f"--days {days}: must be at least 1", "e.g. --days 1825")
         cert_path, key_path = self._prepare(name)
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        cert = _self_signed(key, name, days)
+        cert = self_signed_certificate(key, name, days)
         _write_new(key_path, encrypt_pkcs8(key, passphrase), 0o600)
         _write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return KeyEntry(name, cert, True)
@@ -177,7 +177,7 @@ def _is_path(name_or_path: str) -> bool:
     return "/" in name_or_path or name_or_path.endswith((".pem", ".crt", ".der", ".key"))
 
 
-def _self_signed(key: rsa.RSAPrivateKey, name: str, days: int) -> x509.Certificate:
+def self_signed_certificate(key: rsa.RSAPrivateKey, name: str, days: int) -> x509.Certificate:
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, name),
