@@ -1,6 +1,5 @@
 """Helpers of the file-encryption tests: test-only RSA keys and certificates on disk."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +65,7 @@ def encrypt_bytes(data: bytes, recipients: list[Recipient], path: Path) -> Path:
 def decrypt_bytes(path: Path, party: Party) -> bytes:
     out = path.with_suffix(".out")
     with path.open("rb") as s, out.open("wb") as d:
-        stream.decrypt(s, os.path.getsize(path), str(path), party.key, d, cert=party.recipient.cert)
+        stream.decrypt(s, path.stat().st_size, str(path), party.key, d, cert=party.recipient.cert)
     data = out.read_bytes()
     out.unlink()
     return data
