@@ -356,8 +356,10 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
     f.seek(0)
     r = der.Reader(f, size, name)
     try:
-        outer = r.expect(der.SEQUENCE, "a SEQUENCE")
-        oid = r.expect(der.OID, "the content type", outer.end if outer.length is not None else None)
+        # Lengths are checked only after the type is known, so that a truncated encrypted
+        # file is reported as damaged, never taken for plaintext and encrypted again.
+        outer = r.expect(der.SEQUENCE, "a SEQUENCE", limit=1 << 62)
+        oid = r.expect(der.OID, "the content type", limit=1 << 62)
         if r.value(oid) != _oid_tlv(OID_AUTH_ENVELOPED_DATA):
             raise r.broken("content type is not AuthEnvelopedData")
     except MalformedError:
@@ -365,6 +367,8 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
             f"{name}: not an encrypted file (no CMS AuthEnvelopedData structure)",
             "encrypt it first: imgvaultctl file encrypt PATH --recipient CERT",
         ) from None
+    if outer.length is not None and outer.end != size:
+        raise r.broken(f"{size} bytes where its header says {outer.end}")
     explicit = r.expect(der.CONTEXT_0_CONSTRUCTED, "[0] content")
     aed = r.expect(der.SEQUENCE, "AuthEnvelopedData")
     aed_limit = aed.end if aed.length is not None else None
