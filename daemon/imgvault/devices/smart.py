@@ -88,8 +88,8 @@ def health_from_device(device: Any) -> SmartHealth:
     """Map a populated pySMART Device to SmartHealth (pure: tests feed recorded output)."""
     if device.interface is None:
         return SmartHealth(
-            problem="smartctl cannot identify this device type (no SMART: virtio, loop, "
-            "device-mapper and most USB bridges have none)"
+            problem="no SMART: smartctl cannot identify the device type (virtio and most USB "
+            "bridges have none)"
         )
     hours: int | None = None
     wear: int | None = None
