@@ -158,31 +158,22 @@ def security_protocol_in_cdb(protocol: int, spsp: int, length: int) -> bytes:
     return struct.pack(">BBHBBIBB", 0xA2, protocol, spsp, 0, 0, length, 0, 0)
 
 
-def ata_trusted_receive_cdb(protocol: int, spsp: int, length: int) -> bytes:
-    """ATA PASS-THROUGH(12) (SAT-3 12.2.2) carrying TRUSTED RECEIVE (ACS-3 7.56).
+def ata_pass_through_12_cdb(command: int, features: int, count: int, lba: int) -> bytes:
+    """ATA PASS-THROUGH(12) (SAT-3 12.2.2) for a PIO Data-In command.
 
     Byte 1: PROTOCOL 4 (PIO Data-In) << 1. Byte 2: T_DIR 1 (from device), BYTE_BLOCK 1,
-    T_LENGTH 2 (length in the COUNT field, in 512-byte blocks) = 0x0E. FEATURES = security
-    protocol, COUNT = transfer length (7:0), LBA 7:0 = transfer length (15:8), LBA 23:8 = SP
-    specific (ComID). COMMAND 0x5C.
+    T_LENGTH 2 (transfer length in the COUNT field, in 512-byte blocks) = 0x0E. Then FEATURES,
+    COUNT, LBA (7:0, 15:8, 23:16), DEVICE, COMMAND, reserved, CONTROL.
     """
+    lba_bytes = (lba & 0xFF, lba >> 8 & 0xFF, lba >> 16 & 0xFF)
+    return bytes((0xA1, 4 << 1, 0x0E, features, count, *lba_bytes, 0, command, 0, 0))
+
+
+def ata_trusted_receive_cdb(protocol: int, spsp: int, length: int) -> bytes:
+    """TRUSTED RECEIVE (ACS-3 7.56, 0x5C): FEATURES = security protocol, COUNT = transfer
+    length (7:0) in blocks, LBA 7:0 = transfer length (15:8), LBA 23:8 = SP specific."""
     blocks = length // 512
-    return bytes(
-        [
-            0xA1,
-            4 << 1,
-            0x0E,
-            protocol,
-            blocks & 0xFF,
-            blocks >> 8 & 0xFF,
-            spsp & 0xFF,
-            spsp >> 8 & 0xFF,
-            0,
-            0x5C,
-            0,
-            0,
-        ]
-    )
+    return ata_pass_through_12_cdb(0x5C, protocol, blocks & 0xFF, spsp << 8 | blocks >> 8)
 
 
 def nvme_security_receive_cmd(protocol: int, spsp: int, length: int) -> NvmePassthruCmd:
@@ -191,8 +182,6 @@ def nvme_security_receive_cmd(protocol: int, spsp: int, length: int) -> NvmePass
     cmd.opcode = NVME_ADMIN_SECURITY_RECEIVE
     cmd.cdw10 = protocol << 24 | spsp << 8
     cmd.cdw11 = length
-    cmd.data_len = length
-    cmd.timeout_ms = TIMEOUT_MS
     return cmd
 
 
@@ -229,7 +218,8 @@ def _errno_name(error: OSError) -> str:
     return "ENOTSUPP" if code == 524 else errno.errorcode.get(code, str(code))
 
 
-def _sg_io(fd: int, cdb: bytes, length: int, command: str) -> bytes:
+def sg_io_read(fd: int, cdb: bytes, length: int, command: str) -> bytes:
+    """Run a data-in SCSI command through SG_IO; SecurityCommandError with the sense."""
     data = ctypes.create_string_buffer(length)
     cdb_buf = ctypes.create_string_buffer(cdb, len(cdb))
     sense = ctypes.create_string_buffer(32)
@@ -266,19 +256,20 @@ def _sg_io(fd: int, cdb: bytes, length: int, command: str) -> bytes:
 
 def scsi_security_protocol_in(fd: int, protocol: int, spsp: int, length: int) -> bytes:
     cdb = security_protocol_in_cdb(protocol, spsp, length)
-    return _sg_io(fd, cdb, length, "SCSI SECURITY PROTOCOL IN")
+    return sg_io_read(fd, cdb, length, "SCSI SECURITY PROTOCOL IN")
 
 
 def ata_trusted_receive(fd: int, protocol: int, spsp: int, length: int) -> bytes:
     cdb = ata_trusted_receive_cdb(protocol, spsp, length)
-    return _sg_io(fd, cdb, length, "ATA TRUSTED RECEIVE (ATA PASS-THROUGH)")
+    return sg_io_read(fd, cdb, length, "ATA TRUSTED RECEIVE (ATA PASS-THROUGH)")
 
 
-def nvme_security_receive(fd: int, protocol: int, spsp: int, length: int) -> bytes:
+def nvme_admin(fd: int, cmd: NvmePassthruCmd, length: int, command: str) -> bytes:
+    """Run a data-in NVMe admin command through NVME_IOCTL_ADMIN_CMD."""
     data = ctypes.create_string_buffer(length)
-    cmd = nvme_security_receive_cmd(protocol, spsp, length)
     cmd.addr = ctypes.addressof(data)
-    command = "NVMe Security Receive"
+    cmd.data_len = length
+    cmd.timeout_ms = TIMEOUT_MS
     try:
         status = fcntl.ioctl(fd, NVME_IOCTL_ADMIN_CMD, cmd)
     except OSError as error:
@@ -288,13 +279,18 @@ def nvme_security_receive(fd: int, protocol: int, spsp: int, length: int) -> byt
             unsupported=error.errno == errno.ENOTTY,
         ) from None
     if status:
+        unsupported = nvme_status_unsupported(status)
         raise SecurityCommandError(
             command,
-            f"NVMe status 0x{status:04x}"
-            + (" (invalid opcode or field)" if nvme_status_unsupported(status) else ""),
-            unsupported=nvme_status_unsupported(status),
+            f"NVMe status 0x{status:04x}" + (" (invalid opcode or field)" if unsupported else ""),
+            unsupported=unsupported,
         )
     return data.raw
+
+
+def nvme_security_receive(fd: int, protocol: int, spsp: int, length: int) -> bytes:
+    cmd = nvme_security_receive_cmd(protocol, spsp, length)
+    return nvme_admin(fd, cmd, length, "NVMe Security Receive")
 
 
 def kernel_opal_status(fd: int) -> int:
