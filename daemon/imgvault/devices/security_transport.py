@@ -261,7 +261,16 @@ def scsi_security_protocol_in(fd: int, protocol: int, spsp: int, length: int) ->
 
 def ata_trusted_receive(fd: int, protocol: int, spsp: int, length: int) -> bytes:
     cdb = ata_trusted_receive_cdb(protocol, spsp, length)
-    return sg_io_read(fd, cdb, length, "ATA TRUSTED RECEIVE (ATA PASS-THROUGH)")
+    try:
+        return sg_io_read(fd, cdb, length, "ATA TRUSTED RECEIVE (ATA PASS-THROUGH)")
+    except SecurityCommandError as error:
+        if not error.unsupported:
+            raise
+        raise SecurityCommandError(
+            error.command,
+            f"{error.detail} (libata passes TRUSTED commands only with libata.allow_tpm=1)",
+            unsupported=True,
+        ) from None
 
 
 def nvme_admin(fd: int, cmd: NvmePassthruCmd, length: int, command: str) -> bytes:
