@@ -123,3 +123,9 @@ def remove_key(target: Target, keyslot: int, remaining: Secret) -> None:
         )
     cryptsetup.kill_slot(target.device, keyslot, remaining)
     _record_change(target, (keyslot, None))
+
+
+def check_key(target: Target, key: Secret) -> int:
+    """The keyslot `key` opens (WrongKeyError if none): asked before a new passphrase is
+    typed, so a mistyped current one is caught first."""
+    return cryptsetup.test_key(target.device, key)

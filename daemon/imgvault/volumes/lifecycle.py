@@ -127,6 +127,20 @@ def check_not_in_use(info: BlockInfo) -> None:
         )
 
 
+def inspect_for_format(device: Path, force: bool) -> tuple[BlockInfo, list[str]]:
+    """The device and the data a format would destroy; refuses a device in use, and one that
+    holds data unless `force`."""
+    info = block_info(device)
+    check_not_in_use(info)
+    found = existing_data(info)
+    if found and not force:
+        raise DataPresentError(
+            f"{info.path} holds {'; '.join(found)}",
+            "formatting destroys it: check the device, then add --force (and confirm, or --yes)",
+        )
+    return info, found
+
+
 def choose_sector_size(profile: Profile, info: BlockInfo, requested: int | None) -> tuple[int, str]:
     """The encryption sector size and why. cryptsetup accepts 4096 even on a device with
     512-byte physical sectors, where a power cut could tear one encryption sector; like
@@ -210,14 +224,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
     system. Refuses before writing anything if the device is in use or holds data and
     `force` is not set."""
     policy = load_policy()
-    info = block_info(request.device)
-    check_not_in_use(info)
-    found = existing_data(info)
-    if found and not request.force:
-        raise DataPresentError(
-            f"{info.path} holds {'; '.join(found)}",
-            "formatting destroys it: check the device, then add --force (and confirm, or --yes)",
-        )
+    info, _ = inspect_for_format(request.device, request.force)
     records = load_registry()
     _check_name(request.name, info.path, records, request.force)
     if len(request.key) == 0:
