@@ -173,8 +173,8 @@ def choose_sector_size(profile: Profile, info: BlockInfo, requested: int | None)
     )
 
 
-def available_memory_kib(meminfo: Path = MEMINFO) -> int:
-    for line in meminfo.read_text().splitlines():
+def available_memory_kib() -> int:
+    for line in MEMINFO.read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1])
     return 0
