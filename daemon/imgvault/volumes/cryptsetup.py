@@ -8,6 +8,7 @@ Failures become the typed errors of `imgvault.volumes.errors`.
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from imgvault.secret import Secret
 from imgvault.system.run import CommandResult, SecretFd, run
@@ -59,16 +60,7 @@ def read_header(device: str | Path) -> LuksHeader:
     if identity.get("VERSION") == "1":
         dump = _cryptsetup(["luksDump", "--", str(device)], device)
         return parse_luks1(dump.stdout, identity)
-    dump = _cryptsetup(["luksDump", "--dump-json-metadata", "--", str(device)], device)
-    try:
-        metadata = json.loads(dump.stdout)
-    except json.JSONDecodeError as error:
-        raise CryptsetupError(
-            f"cryptsetup printed unreadable LUKS2 metadata for {device}: {error}",
-            "check the header with 'cryptsetup luksDump --debug'; restore it from a header "
-            "backup if it is damaged",
-        ) from error
-    return parse_luks2(metadata, identity)
+    return parse_luks2(dump_metadata(device), identity)
 
 
 def is_luks(device: str | Path) -> bool:
@@ -162,3 +154,42 @@ def add_key(
         [*args, "--", str(device), new_fd.open()], device, fd_secrets=(existing_fd, new_fd)
     )
     return _reported_keyslot(result, "created", device)
+
+
+# --- Header backups and re-encryption (volume header / volume reencrypt) ---
+
+
+def dump_metadata(device_or_file: str | Path) -> dict[str, Any]:
+    """The raw LUKS2 JSON area of a device or a header backup file (digests and salts included,
+    which `LuksHeader` leaves out): what a backup is compared on."""
+    dump = _cryptsetup(
+        ["luksDump", "--dump-json-metadata", "--", str(device_or_file)], device_or_file
+    )
+    try:
+        metadata: dict[str, Any] = json.loads(dump.stdout)
+    except json.JSONDecodeError as error:
+        raise CryptsetupError(
+            f"cryptsetup printed unreadable LUKS2 metadata for {device_or_file}: {error}",
+            "check the header with 'cryptsetup luksDump --debug'; restore it from a header "
+            "backup if it is damaged",
+        ) from error
+    return metadata
+
+
+def luks_uuid(device_or_file: str | Path) -> str:
+    return _cryptsetup(["luksUUID", "--", str(device_or_file)], device_or_file).stdout.strip()
+
+
+def header_backup(device: str | Path, backup_file: Path) -> None:
+    """Copy the whole LUKS header (metadata and keyslot areas) of `device` to a new file."""
+    _cryptsetup(
+        ["luksHeaderBackup", "--header-backup-file", str(backup_file), "--", str(device)], device
+    )
+
+
+def header_restore(device: str | Path, backup_file: Path) -> None:
+    """Overwrite the LUKS header of `device` with `backup_file`. Callers verify first."""
+    _cryptsetup(
+        ["luksHeaderRestore", "--header-backup-file", str(backup_file), "--", str(device)],
+        device,
+    )
