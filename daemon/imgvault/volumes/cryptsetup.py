@@ -5,13 +5,14 @@ cryptsetup runs from argument lists with `--batch-mode`; keys are passed only on
 Failures become the typed errors of `imgvault.volumes.errors`.
 """
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from imgvault.secret import Secret
-from imgvault.system.run import CommandResult, SecretFd, run
+from imgvault.system.run import CommandResult, SecretFd, run, run_streaming
 from imgvault.volumes.errors import CryptsetupError, NotLuksError, error_for, not_luks
 from imgvault.volumes.luks import LuksHeader, Pbkdf, parse_luks1, parse_luks2
 
@@ -193,3 +194,54 @@ def header_restore(device: str | Path, backup_file: Path) -> None:
         ["luksHeaderRestore", "--header-backup-file", str(backup_file), "--", str(device)],
         device,
     )
+
+
+def reencrypt(
+    device: str | Path,
+    keys: Sequence[Secret],
+    options: Sequence[str],
+    on_progress: Callable[[dict[str, Any]], None],
+    *,
+    offline: bool,
+) -> None:
+    """Run `cryptsetup reencrypt` (or `--resume-only` in `options`) to the end.
+
+    cryptsetup re-wraps every keyslot with the new volume key, asking one passphrase per
+    keyslot in slot order; `keys` are those passphrases. One key goes exactly as given
+    (`--key-file=-`); several go one a line on stdin, which is how cryptsetup reads prompts
+    without a terminal (so they cannot contain a newline). `offline` (no dm-crypt mapping is
+    open) adds --force-offline-reencrypt; with a mapping open cryptsetup re-encrypts online.
+    """
+    args = ["reencrypt", *options, "--progress-json"]
+    if offline:
+        args.append("--force-offline-reencrypt")
+    if len(keys) == 1:
+        args.append("--key-file=-")
+        stdin = Secret(keys[0].reveal())
+    else:
+        if any(b"\n" in key.reveal() for key in keys):
+            raise CryptsetupError(
+                f"cannot re-encrypt {device}: a passphrase contains a newline, and cryptsetup "
+                "reads the passphrases of several keyslots one a line",
+                "change that passphrase first ('imgvaultctl volume key change')",
+            )
+        stdin = Secret(b"".join(key.reveal() + b"\n" for key in keys))
+
+    def on_line(line: str) -> None:
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                on_progress(json.loads(line))
+
+    try:
+        result = run_streaming(
+            ["cryptsetup", "--batch-mode", *args, "--", str(device)], on_line, stdin_secret=stdin
+        )
+    finally:
+        stdin.wipe()
+    if not result.ok:
+        raise error_for(result, str(device))
+
+
+def repair(device: str | Path, key: Secret) -> None:
+    """Recover the hot zone of a re-encryption that was cut off (crash, SIGKILL, power cut)."""
+    _cryptsetup(["repair", "--key-file=-", "--", str(device)], device, key=key)
