@@ -1,6 +1,6 @@
 """Child process for the interrupted re-encryption tests: runs the engine's re-encryption with
-cheap test keyslots and prints each progress report as a JSON line, so the test can SIGKILL
-it (and its cryptsetup) part-way through.
+cheap test keyslots (and the registry record of DEVICE, if any) and prints each progress
+report as a JSON line, so the test can SIGKILL it (and its cryptsetup) part-way through.
 
     python tests/reencrypt_child.py DEVICE KEY_BITS  (passphrases on stdin, one a line)
 """
@@ -11,6 +11,7 @@ import sys
 from imgvault.secret import Secret
 from imgvault.volumes.luks import Pbkdf
 from imgvault.volumes.reencrypt import Progress, Target, reencrypt_volume
+from imgvault.volumes.registry import find_volume, load_registry
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
     def report(progress: Progress) -> None:
         print(json.dumps(progress.to_json()), flush=True)
 
-    reencrypt_volume(device, keys, target, on_progress=report)
+    reencrypt_volume(device, keys, target, find_volume(load_registry(), device), report)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ from imgvault import __version__
 from imgvault.cli.commands import Subparsers
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.devices.inventory import BlockDevice, list_block_devices
+from imgvault.volumes.compliance import ComplianceCheck, format_findings
 
 HELP = """\
 List every block device with its size, model and serial, mount points and encryption:
 LUKS1/LUKS2 with the cipher and key size spelled out (a 256-bit aes-xts-plain64 key is
 AES-128-XTS, a 512-bit one AES-256-XTS), whether the volume is open and as which
 /dev/mapper name, or "not encrypted". Open dm-crypt mappings are listed too.
+Below the table, each LUKS volume that breaks the policy (weak cipher, LUKS1, low PBKDF2
+iterations, no recovery key, too few keyslots, header backup missing or stale, re-encryption
+interrupted) is listed with the command that fixes it (--json: "compliance" per device).
 
 Run as root: reading LUKS headers needs it. Without root, encryption shows as "unknown".
 
@@ -37,11 +41,22 @@ def _row(device: BlockDevice) -> list[str]:
 
 def run_status(args: argparse.Namespace) -> int:
     devices = list_block_devices()
+    compliance = ComplianceCheck()
+    findings = {d.path: compliance.check(d.encryption) for d in devices if d.encryption}
     if args.json:
-        print_json({"version": __version__, "devices": [d.to_json() for d in devices]})
+        print_json(
+            {
+                "version": __version__,
+                "devices": [
+                    {**d.to_json(), "compliance": [f.to_json() for f in findings.get(d.path, [])]}
+                    for d in devices
+                ],
+            }
+        )
         return 0
     headers = ["DEVICE", "SIZE", "TYPE", "MODEL / SERIAL", "MOUNTED ON", "ENCRYPTION"]
     print(format_table(headers, [_row(d) for d in devices]))
+    print(format_findings(findings))
     return 0
 
 
