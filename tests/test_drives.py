@@ -21,6 +21,7 @@ from imgvault.devices.drives import (
 from imgvault.devices.security_transport import SecurityProbe
 from imgvault.devices.smart import SmartHealth, health_from_device
 from imgvault.devices.tcg_discovery import parse_discovery
+from imgvault.system.run import ToolMissingError
 from test_tcg_discovery import load_hex
 
 SMART_FIXTURES = Path(__file__).parent / "fixtures" / "smart"
@@ -195,3 +196,16 @@ def test_status_lists_drives_next_to_devices(capsys: pytest.CaptureFixture[str])
     assert cli_main.main(["status"]) == 0
     out = capsys.readouterr().out
     assert "ENCRYPTION" in out and "DRIVE" in out and "HEALTH" in out
+
+
+def test_missing_smartctl_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(path: str, timeout: float) -> SmartHealth:
+        raise ToolMissingError("smartctl is not installed", "apt-get install smartmontools")
+
+    monkeypatch.setattr(drives_module, "read_smart", missing)
+    reports = drives_module.list_drives()
+    assert reports
+    for drive in reports:
+        assert drive.smart.health == (
+            "unknown: smartctl is not installed; apt-get install smartmontools"
+        )

@@ -335,10 +335,6 @@ class SecurityProbe:
     notes: tuple[str, ...]  # how each path answered, for `drive show`
     problem: str | None  # why there is no discovery
 
-    @property
-    def has_tcg(self) -> bool:
-        return self.discovery is not None
-
     def to_json(self) -> dict[str, Any]:
         return {
             "transport": self.transport,
