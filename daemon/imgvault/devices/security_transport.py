@@ -359,8 +359,9 @@ def nvme_controller_node(block_name: str, sys_block: Path = Path("/sys/block")) 
 def probe_security(path: str, bus: str, *, ata: bool = False) -> SecurityProbe:
     """Ask the drive at `path` ("nvme" or "scsi" `bus`) for its TCG Level 0 Discovery.
 
-    Raises OSError only when the device cannot be opened (not root, gone); every command
-    failure becomes part of the result.
+    "Not supported" answers and failed protocol-list queries become part of the result. Raises
+    OSError when the device cannot be opened (not root, gone), and DiscoveryError or
+    SecurityCommandError when a drive that lists TCG then fails or garbles its Level 0 answer.
     """
     notes: list[str] = []
     flags: tuple[str, ...] | None = None
