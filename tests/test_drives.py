@@ -100,6 +100,10 @@ def test_bus_classification(tmp_path: Path) -> None:
     assert classify_bus("vda", "/sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda", {}) == (
         "virtio"
     )
+    virtio_scsi = tmp_path / "virtio8" / "host0"
+    (virtio_scsi / "device").mkdir(parents=True)
+    (virtio_scsi / "device" / "vendor").write_text("QEMU    \n")
+    assert classify_bus("sda", str(virtio_scsi), {}) == "scsi"
     (tmp_path / "device").mkdir()
     (tmp_path / "device" / "vendor").write_text("ATA     \n")
     assert classify_bus("sda", str(tmp_path), {}) == "ata"

@@ -152,7 +152,7 @@ def classify_bus(name: str, sys_path: str, properties: dict[str, str]) -> str:
         return "usb"
     if name.startswith("nvme"):
         return "nvme"
-    if name.startswith("vd") or "/virtio" in sys_path:
+    if name.startswith("vd"):  # virtio-blk; an sd* disk under virtio-scsi is SCSI and is asked
         return "virtio"
     if name.startswith("sd"):
         vendor = Path(sys_path, "device", "vendor")
