@@ -213,3 +213,15 @@ def test_missing_smartctl_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -
         assert drive.smart.health == (
             "unknown: smartctl is not installed; apt-get install smartmontools"
         )
+
+
+def test_tcg_answer_without_a_known_ssc_is_unknown_with_the_reason() -> None:
+    tper_only = parse_discovery(
+        (64 - 4).to_bytes(4, "big") + bytes(44) + bytes.fromhex("0001 10 0c 01") + bytes(11)
+    )
+    probe = SecurityProbe("kernel sed-opal", None, tper_only, ("supported",), (), None)
+    sed = sed_status(probe)
+    assert sed.kind == "unknown"
+    assert sed.summary() == "unknown: TCG responds, but no Security Subsystem Class is listed"
+    assert sed.locking_enabled is None and sed.mbr_shadow == "-"
+    assert sed.to_json()["probe"]["kernel_flags"] == ["supported"]
