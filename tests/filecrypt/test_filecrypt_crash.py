@@ -16,7 +16,7 @@ from pathlib import Path
 from fc_helpers import Party
 
 from imgvault.filecrypt import inplace, stream
-from imgvault.filecrypt.errors import NotEncryptedError
+from imgvault.filecrypt.errors import NoMatchingRecipientError, NotEncryptedError
 
 TRIALS = 240
 FILES = 6
@@ -57,7 +57,7 @@ def _state(path: Path, original: bytes, pki: dict[str, Party]) -> str:
                 stream.decrypt(f, len(data), str(path), pki[name].key, sink)  # type: ignore[arg-type]
             except NotEncryptedError:
                 raise AssertionError(f"{path}: neither original nor encrypted") from None
-            except Exception:  # noqa: BLE001, S112  # not this recipient: try the next
+            except NoMatchingRecipientError:  # not this recipient: try the next
                 continue
         assert bytes(sink.data) == original, f"{path}: decrypts to something else"
         return f"encrypted-for-{name}"
