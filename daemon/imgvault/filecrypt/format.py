@@ -86,18 +86,9 @@ class FileInfo:
     version: int = FORMAT_VERSION
 
     def encode(self) -> bytes:
-        return bytes(
-            FileInfoValue(
-                {
-                    "version": self.version,
-                    "size": self.size,
-                    "mode": self.mode,
-                    "uid": self.uid,
-                    "gid": self.gid,
-                    "mtime_ns": self.mtime_ns,
-                }
-            ).dump()
-        )
+        """DER of FileInfoValue (hand-framed: asn1crypto costs more per file than an fsync)."""
+        fields = (self.version, self.size, self.mode, self.uid, self.gid, self.mtime_ns)
+        return der.tlv(der.SEQUENCE, b"".join(der.integer(v) for v in fields))
 
     @classmethod
     def decode(cls, der_value: bytes) -> "FileInfo":
@@ -144,33 +135,29 @@ def _file_info_mac(content_key: Secret, info_der: bytes) -> bytes:
     return hmac.digest(mac_key, info_der, "sha256")
 
 
-def file_info_recipient(info: FileInfo, content_key: Secret) -> cms.RecipientInfo:
+def file_info_recipient(info: FileInfo, content_key: Secret) -> bytes:
+    """DER of the `ori` RecipientInfo carrying the file facts and their MAC."""
     info_der = info.encode()
-    record = FileInfoRecord(
-        {"info": FileInfoValue.load(info_der), "mac": _file_info_mac(content_key, info_der)}
-    )
-    return cms.RecipientInfo(
-        name="ori",
-        value=cms.OtherRecipientInfo(
-            {"ori_type": OID_FILE_INFO, "ori_value": core.Any.load(record.dump())}
-        ),
-    )
+    mac = der.tlv(der.OCTET_STRING, _file_info_mac(content_key, info_der))
+    record = der.tlv(der.SEQUENCE, info_der + mac)
+    return der.tlv(CONTEXT_4_CONSTRUCTED, _FILE_INFO_TLV + record)
 
 
 def _oid_tlv(dotted: str) -> bytes:
     return bytes(core.ObjectIdentifier(dotted).dump())
 
 
+OID_DATA_TLV = _oid_tlv(OID_DATA)
+OID_AUTH_ENVELOPED_DATA_TLV = _oid_tlv(OID_AUTH_ENVELOPED_DATA)
+_AES256_GCM_TLV = _oid_tlv(OID_AES256_GCM)
+_FILE_INFO_TLV = _oid_tlv(OID_FILE_INFO)
+CONTEXT_4_CONSTRUCTED = 0xA4
+
+
 def content_algorithm(nonce: bytes) -> bytes:
-    algorithm = cms.EncryptionAlgorithm(
-        {
-            "algorithm": OID_AES256_GCM,
-            "parameters": core.Any.load(
-                GCMParameters({"aes_nonce": nonce, "aes_icvlen": TAG_BYTES}).dump()
-            ),
-        }
-    )
-    return bytes(algorithm.dump())
+    """DER of the AlgorithmIdentifier aes256-GCM with GCMParameters(nonce, ICV length 16)."""
+    params = der.tlv(der.SEQUENCE, der.tlv(der.OCTET_STRING, nonce) + der.integer(TAG_BYTES))
+    return der.tlv(der.SEQUENCE, _AES256_GCM_TLV + params)
 
 
 def aad_of(auth_attrs: bytes) -> bytes:
@@ -179,7 +166,7 @@ def aad_of(auth_attrs: bytes) -> bytes:
 
 
 def frame(
-    recipient_infos: cms.RecipientInfos, nonce: bytes, content_length: int, auth_attrs: bytes
+    recipient_infos: list[bytes], nonce: bytes, content_length: int, auth_attrs: bytes
 ) -> tuple[bytes, bytes]:
     """The bytes before the ciphertext and the bytes after it minus the 16-byte tag.
 
@@ -187,14 +174,14 @@ def frame(
     ciphertext is one primitive [0] octet string, its length equal to the plaintext's.
     """
     eci_body_length = (
-        len(_oid_tlv(OID_DATA))
+        len(OID_DATA_TLV)
         + len(content_algorithm(nonce))
         + len(der.header(der.CONTEXT_0_PRIMITIVE, content_length))
         + content_length
     )
     eci_header = der.header(der.SEQUENCE, eci_body_length)
     version = der.tlv(der.INTEGER, b"\0")
-    ris = bytes(recipient_infos.dump())
+    ris = der.set_of(recipient_infos)
     mac = der.header(der.OCTET_STRING, TAG_BYTES)
     aed_length = (
         len(version)
@@ -207,7 +194,7 @@ def frame(
     )
     aed_header = der.header(der.SEQUENCE, aed_length)
     explicit = der.header(der.CONTEXT_0_CONSTRUCTED, len(aed_header) + aed_length)
-    oid = _oid_tlv(OID_AUTH_ENVELOPED_DATA)
+    oid = OID_AUTH_ENVELOPED_DATA_TLV
     outer = der.header(der.SEQUENCE, len(oid) + len(explicit) + len(aed_header) + aed_length)
     prefix = b"".join(
         (
@@ -218,7 +205,7 @@ def frame(
             version,
             ris,
             eci_header,
-            _oid_tlv(OID_DATA),
+            OID_DATA_TLV,
             content_algorithm(nonce),
             der.header(der.CONTEXT_0_PRIMITIVE, content_length),
         )
@@ -360,7 +347,7 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
         # file is reported as damaged, never taken for plaintext and encrypted again.
         outer = r.expect(der.SEQUENCE, "a SEQUENCE", limit=1 << 62)
         oid = r.expect(der.OID, "the content type", limit=1 << 62)
-        if r.value(oid) != _oid_tlv(OID_AUTH_ENVELOPED_DATA):
+        if r.value(oid) != OID_AUTH_ENVELOPED_DATA_TLV:
             raise r.broken("content type is not AuthEnvelopedData")
     except MalformedError:
         raise NotEncryptedError(
@@ -385,7 +372,7 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
     eci = r.expect(der.SEQUENCE, "the encrypted content info", aed_limit)
     eci_limit = eci.end if eci.length is not None else aed_limit
     content_type = r.expect(der.OID, "the content type", eci_limit)
-    if r.value(content_type) != _oid_tlv(OID_DATA):
+    if r.value(content_type) != OID_DATA_TLV:
         raise UnsupportedError(
             f"{name}: the encrypted content type is not id-data",
             "imgvault encrypts plain files only",
@@ -409,13 +396,6 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
         raise r.broken(f"{size - r.tell()} bytes of trailing data")
     recipients, file_info = _recipients(ris_raw, r, sum(n for _, n in segments))
     return Envelope(recipients, file_info, nonce, segments, auth_attrs, tag)
-
-
-def recipient_infos(
-    ktris: list[cms.KeyTransRecipientInfo], file_info: cms.RecipientInfo | None
-) -> cms.RecipientInfos:
-    infos = [cms.RecipientInfo(name="ktri", value=k) for k in ktris]
-    return cms.RecipientInfos([*infos, *([file_info] if file_info is not None else [])])
 
 
 def check_key_encryption(ktri: cms.KeyTransRecipientInfo, name: str) -> None:

@@ -36,10 +36,8 @@ def encrypt(
     content_key = Secret(os.urandom(fmt.KEY_BYTES))
     nonce = os.urandom(fmt.NONCE_BYTES)
     try:
-        infos = fmt.recipient_infos(
-            [r.wrap(content_key) for r in recipients],
-            fmt.file_info_recipient(info, content_key),
-        )
+        infos = [r.wrap(content_key) for r in recipients]
+        infos.append(fmt.file_info_recipient(info, content_key))
         encryptor = Cipher(algorithms.AES(content_key.reveal()), modes.GCM(nonce)).encryptor()
     finally:
         content_key.wipe()
@@ -166,7 +164,9 @@ def rewrap(
     except BaseException:
         content_key.wipe()
         raise
-    infos = fmt.recipient_infos(ktris, env.file_info_recipient)
+    infos = ktris
+    if env.file_info_recipient is not None:  # unchanged: its MAC key is the content key's
+        infos.append(bytes(env.file_info_recipient.dump()))
     prefix, suffix = fmt.frame(infos, env.nonce, env.content_length, env.auth_attrs)
     dst.write(prefix)
     _pump(src, env, cipher=_gcm(content_key, env), plain=None, copy=dst, name=name)
