@@ -14,6 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import BinaryIO
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from imgvault.errors import ImgvaultError
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
 from imgvault.filecrypt.errors import FilecryptError, NotEncryptedError, UnsafeFileError
@@ -124,7 +126,7 @@ def _temporary(directory: int, path: Path) -> Iterator[tuple[BinaryIO, str]]:
         ) from None
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with open(fd, "wb", buffering=stream.CHUNK) as out:  # noqa: PTH123  # a descriptor
+        with open(fd, "wb", buffering=1 << 16) as out:  # noqa: PTH123  # a descriptor
             yield out, name
     finally:
         with suppress(FileNotFoundError):
@@ -169,6 +171,22 @@ def _replace(
     `produce` returns the new file's attributes, or None to leave the file as it is.
     With `dirs_to_sync`, the directory fsync is left to the caller (one per directory).
     """
+    try:
+        return _replace_in(path, root, produce, action, dirs_to_sync)
+    except OSError as error:  # ENOSPC, EIO, EROFS...: the original is untouched
+        raise FilecryptError(
+            f"{path}: {error.strerror or error}; the file was left as it was",
+            "check free space and the health of the file system, then run again",
+        ) from None
+
+
+def _replace_in(
+    path: Path,
+    root: Path | None,
+    produce: Callable[[io.BufferedReader, os.stat_result, BinaryIO], _Attributes | None],
+    action: str,
+    dirs_to_sync: set[str] | None,
+) -> Outcome:
     with _directory(path, root) as directory:
         src, st = _open_regular(directory, path)
         with src, _temporary(directory, path) as (out, temp):
@@ -193,6 +211,35 @@ def _replace(
         else:
             dirs_to_sync.add(str(path.parent))
     return Outcome(path, action, st.st_size, size_after)
+
+
+def run_batch(
+    paths: Sequence[Path],
+    operation: Callable[[Path, set[str]], Outcome],
+    *,
+    jobs: int,
+) -> Iterator[tuple[Path, Outcome | None, ImgvaultError | None]]:
+    """Run `operation` on every path with `jobs` threads; yield each result as it completes.
+
+    Threads overlap one file's fsync with the next file's reading and encryption (fsync and
+    file I/O release the GIL). Each file is still fsynced before its rename; the directories
+    are fsynced once at the end, before this generator finishes.
+    """
+    dirs: set[str] = set()
+
+    def one(path: Path) -> tuple[Path, Outcome | None, ImgvaultError | None]:
+        try:
+            return path, operation(path, dirs), None
+        except ImgvaultError as error:
+            return path, None, error
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            pending = [pool.submit(one, p) for p in paths]
+            for future in as_completed(pending):
+                yield future.result()
+    finally:
+        sync_directories(dirs)
 
 
 def sync_directories(directories: set[str]) -> None:

@@ -70,22 +70,22 @@ def _batch(
     files: list[Path],
     operation: Callable[[Path, set[str]], inplace.Outcome],
 ) -> int:
-    """Run `operation` on every file, going on past failures, then sync directories once."""
-    sizes = [p.lstat().st_size if p.exists() else 0 for p in files]
-    progress = Progress(len(files), sum(sizes), enabled=not args.json)
+    """Run `operation` on every file, going on past failures; report each failure."""
+    sizes = {p: p.lstat().st_size if p.exists() else 0 for p in files}
+    progress = Progress(len(files), sum(sizes.values()), enabled=not args.json)
     outcomes: list[inplace.Outcome] = []
     failures: list[tuple[Path, ImgvaultError]] = []
-    dirs: set[str] = set()
     try:
-        for path, size in zip(files, sizes, strict=True):
-            try:
-                outcomes.append(operation(path, dirs))
-            except ImgvaultError as error:
+        for path, outcome, error in inplace.run_batch(files, operation, jobs=args.jobs):
+            if outcome is not None:
+                outcomes.append(outcome)
+            if error is not None:
                 failures.append((path, error))
-            progress.step(size)
+            progress.step(sizes[path])
     finally:
-        inplace.sync_directories(dirs)
         progress.close()
+    outcomes.sort(key=lambda o: str(o.path))
+    failures.sort(key=lambda f: str(f[0]))
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
@@ -319,7 +319,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("path", type=Path)
     p.add_argument("-o", "--output", type=Path, help="new file to write (default: in place)")
     p.add_argument("--root", type=Path, help="refuse a file outside this directory")
-    p.set_defaults(handler=run_decrypt)
+    p.set_defaults(handler=run_decrypt, jobs=1)
     p = verbs.add_parser("inspect", parents=[common], help="show recipients and sizes")
     p.add_argument("path", type=Path)
     p.set_defaults(handler=run_inspect)
