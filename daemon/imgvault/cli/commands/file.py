@@ -308,6 +308,9 @@ def register(subparsers: Subparsers) -> None:
     many.add_argument("--store", help="a registered store: its root, recipients and paths")
     many.add_argument("--root", type=Path, help="refuse any file outside this directory")
     many.add_argument("--recipient", action="append", help="key name or certificate file (repeat)")
+    many.add_argument(
+        "--jobs", type=int, default=4, help="files in flight at once (4); overlaps fsyncs"
+    )
 
     p = verbs.add_parser("encrypt", parents=[common, many], help="encrypt files in place")
     p.set_defaults(handler=run_encrypt)
