@@ -23,13 +23,23 @@ FILES = 6
 
 
 def _child(paths: list[Path], work: str, pki: dict[str, Party]) -> None:
+    """encrypt: one file after the other; encrypt-batch and rewrap: as the CLI runs them,
+    four files in flight and the directory fsynced at the end."""
     code = 1
     try:
-        for path in paths:
-            if work == "encrypt":
+        if work == "encrypt":
+            for path in paths:
                 inplace.encrypt_file(path, [pki["alice"].recipient])
-            else:
-                inplace.rewrap_file(path, pki["alice"].as_key, [pki["bob"].recipient])
+        else:
+
+            def operation(path: Path, dirs: set[str]) -> inplace.Outcome:
+                if work == "rewrap":
+                    key, new = pki["alice"].as_key, [pki["bob"].recipient]
+                    return inplace.rewrap_file(path, key, new, dirs_to_sync=dirs)
+                return inplace.encrypt_file(path, [pki["alice"].recipient], dirs_to_sync=dirs)
+
+            for _, _, error in inplace.run_batch(paths, operation, jobs=4):
+                assert error is None
         code = 0
     finally:
         os._exit(code)
@@ -93,7 +103,7 @@ def test_sigkill_at_random_points_never_loses_a_file(pki: dict[str, Party], tmp_
     seen: dict[str, int] = {}
     removed = 0
     for trial in range(TRIALS):
-        work = "rewrap" if trial % 3 == 2 else "encrypt"
+        work = ("encrypt", "encrypt-batch", "rewrap")[trial % 3]
         reset(encrypted=work == "rewrap")
         _run(paths, work, pki, rng.uniform(0, full * 1.1))
         removed += len(inplace.recover(store))
