@@ -159,6 +159,18 @@ def _finish(out: BinaryIO, attrs: _Attributes, path: Path) -> None:
     os.fsync(fd)
 
 
+@contextmanager
+def _io_errors(path: Path) -> Iterator[None]:
+    """ENOSPC, EIO, EROFS...: the original is untouched; say so instead of a traceback."""
+    try:
+        yield
+    except OSError as error:
+        raise FilecryptError(
+            f"{path}: {error.strerror or error}; the file was left as it was",
+            "check free space and the health of the file system, then run again",
+        ) from None
+
+
 def _replace(
     path: Path,
     root: Path | None,
@@ -171,23 +183,7 @@ def _replace(
     `produce` returns the new file's attributes, or None to leave the file as it is.
     With `dirs_to_sync`, the directory fsync is left to the caller (one per directory).
     """
-    try:
-        return _replace_in(path, root, produce, action, dirs_to_sync)
-    except OSError as error:  # ENOSPC, EIO, EROFS...: the original is untouched
-        raise FilecryptError(
-            f"{path}: {error.strerror or error}; the file was left as it was",
-            "check free space and the health of the file system, then run again",
-        ) from None
-
-
-def _replace_in(
-    path: Path,
-    root: Path | None,
-    produce: Callable[[io.BufferedReader, os.stat_result, BinaryIO], _Attributes | None],
-    action: str,
-    dirs_to_sync: set[str] | None,
-) -> Outcome:
-    with _directory(path, root) as directory:
+    with _io_errors(path), _directory(path, root) as directory:
         src, st = _open_regular(directory, path)
         with src, _temporary(directory, path) as (out, temp):
             attrs = produce(src, st, out)
