@@ -2,8 +2,8 @@
 
 See docs/filecrypt-format.md. `frame` returns the bytes before and after the streamed
 ciphertext; `parse` walks a file's structure without reading its content, which is how an
-encrypted file is recognised and how decryption finds the GCM parameters, the authenticated
-attributes (the GCM AAD, which follow the ciphertext in the file) and the tag.
+encrypted file is recognised and how decryption finds the recipients, the file facts, the GCM
+parameters, any authAttrs (the GCM AAD, which follow the ciphertext) and the tag.
 """
 
 import hmac
@@ -62,7 +62,7 @@ class GCMParameters(core.Sequence):  # type: ignore[misc]
 
 
 class FileInfoValue(core.Sequence):  # type: ignore[misc]
-    """The value of the file-info attribute: what restoring the file needs, and no PHI."""
+    """The file facts in the `ori` record: what restoring the file needs, and no PHI."""
 
     _fields = [  # noqa: RUF012
         ("version", core.Integer),
@@ -76,7 +76,8 @@ class FileInfoValue(core.Sequence):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class FileInfo:
-    """Non-secret facts of the original file, authenticated as GCM associated data."""
+    """Non-secret facts of the original file, authenticated by an HMAC keyed from the content
+    key (OpenSSL 3.0 cannot read authAttrs; docs/filecrypt-format.md)."""
 
     size: int
     mode: int  # permission bits (st_mode & 0o7777)
@@ -316,7 +317,13 @@ def _recipients(
                 if file_info is not None:
                     raise r.broken("two file-info records")
                 record = _record(info)
-                FileInfo.decode(record["info"].dump())
+                version = FileInfo.decode(record["info"].dump()).version
+                if version != FORMAT_VERSION:
+                    raise UnsupportedError(
+                        f"{r.name}: format version {version} (this imgvault reads "
+                        f"{FORMAT_VERSION})",
+                        "decrypt it with the imgvault that wrote it, or with openssl cms",
+                    )
                 if len(record["mac"].native) != 32:
                     raise r.broken("file-info MAC is not 32 bytes")
                 file_info = info

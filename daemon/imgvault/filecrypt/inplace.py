@@ -322,7 +322,12 @@ def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
     """Decrypt `path` to the new file `output`, published only once the tag verifies."""
     with _directory(path, None) as directory:
         src, st = _open_regular(directory, path)
-    with src, _directory(output, None) as out_dir, _temporary(out_dir, output) as (out, temp):
+    with (
+        src,
+        _io_errors(output),
+        _directory(output, None) as out_dir,
+        _temporary(out_dir, output) as (out, temp),
+    ):
         _, info = stream.decrypt(src, st.st_size, str(path), key.private_key, out, cert=key.cert)
         attrs = _restored(info, st)
         if os.geteuid() != 0:  # only root may give files away; keep ours
