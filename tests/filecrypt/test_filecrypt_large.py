@@ -68,6 +68,7 @@ def test_four_gib_sparse_file_round_trips_in_constant_memory(
         check=True,
     )
     report = json.loads(result.stdout)
+    print(f"4 GiB round trip: peak RSS {report['maxrss_kib'] // 1024} MiB")
     assert report["before"] == report["after"]
     assert report["encrypted_size"] > SIZE
     assert report["maxrss_kib"] < MAX_RSS_MIB * 1024, report
