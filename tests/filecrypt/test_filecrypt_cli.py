@@ -88,6 +88,10 @@ def test_store_encrypt_inspect_verify_decrypt_rewrap_recover(
     )  # fmt: skip
     assert code == 0
 
+    before = {p: p.read_bytes() for p in images}
+    code, out, _ = ctl(capsys, "file", "encrypt", "--store", "pacs", "--check", "--json")
+    assert json.loads(out)["counts"] == {"would-encrypt": 4}
+    assert {p: p.read_bytes() for p in images} == before
     code, out, _ = ctl(capsys, "file", "encrypt", "--store", "pacs", "--json")
     report = json.loads(out)
     assert code == 1  # the symlink is refused, the rest is encrypted

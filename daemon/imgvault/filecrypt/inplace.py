@@ -354,6 +354,16 @@ def verify_file(path: Path, key: Key) -> tuple[fmt.Envelope, fmt.FileInfo | None
         return stream.decrypt(src, st.st_size, str(path), key.private_key, None, cert=key.cert)
 
 
+def check_file(path: Path, *, root: Path | None = None) -> Outcome:
+    """What `encrypt_file` would do, changing nothing (check mode): the same refusals, then
+    "would-encrypt" or "already-encrypted"."""
+    with _directory(path, root) as directory:
+        src, st = _open_regular(directory, path)
+    with src:
+        done = is_encrypted(src, st.st_size, str(path))
+    return Outcome(path, "already-encrypted" if done else "would-encrypt", st.st_size, st.st_size)
+
+
 def inspect_file(path: Path) -> tuple[fmt.Envelope, int]:
     """The structure of an encrypted file (no key needed) and its size."""
     with _directory(path, None) as directory:

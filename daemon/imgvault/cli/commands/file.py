@@ -126,6 +126,8 @@ def _key(args: argparse.Namespace) -> inplace.Key:
 def run_encrypt(args: argparse.Namespace) -> int:
     files, root, store = _targets(args)
     recipients = _recipients(args, store)
+    if args.check:
+        return _batch(args, files, lambda p, _: inplace.check_file(p, root=root))
     return _batch(
         args,
         files,
@@ -313,6 +315,9 @@ def register(subparsers: Subparsers) -> None:
     )
 
     p = verbs.add_parser("encrypt", parents=[common, many], help="encrypt files in place")
+    p.add_argument(
+        "--check", action="store_true", help="change nothing; report what would be encrypted"
+    )
     p.set_defaults(handler=run_encrypt)
     p = verbs.add_parser(
         "rewrap", parents=[common, many, keyed], help="replace recipients, keep the content"
