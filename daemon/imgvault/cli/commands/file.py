@@ -114,7 +114,11 @@ def _recipients(args: argparse.Namespace, store: Store | None) -> list[Recipient
             "no recipients", "give --recipient CERT (a key name or certificate file), or --store"
         )
     keystore = KeyStore(args.keystore)
-    return [keystore.recipient(name) for name in names]
+    unique: dict[bytes, Recipient] = {}
+    for name in names:  # the same key named twice (by name and by file) is one recipient
+        recipient = keystore.recipient(name)
+        unique.setdefault(recipient.key_id, recipient)
+    return list(unique.values())
 
 
 def _key(args: argparse.Namespace) -> inplace.Key:
