@@ -1,9 +1,15 @@
-"""Where imgvault keeps its state on the host (keys, store registry, header backups)."""
+"""Where imgvault keeps its state. One place, so tests and the demo can point it elsewhere."""
 
 import os
 from pathlib import Path
 
 
 def state_dir() -> Path:
-    """`$IMGVAULT_STATE_DIR`, else `/var/lib/imgvault` (created 0700 by systemd-tmpfiles)."""
+    """Registry, key store, header backups: $IMGVAULT_STATE_DIR or /var/lib/imgvault (made 0700
+    by systemd-tmpfiles)."""
     return Path(os.environ.get("IMGVAULT_STATE_DIR") or "/var/lib/imgvault")
+
+
+def config_dir() -> Path:
+    """The admin's policy lives here: $IMGVAULT_CONFIG_DIR or /etc/imgvault."""
+    return Path(os.environ.get("IMGVAULT_CONFIG_DIR") or "/etc/imgvault")

@@ -2,14 +2,13 @@
 to a one-line message with a hint on stderr and a non-zero exit code."""
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
 from collections.abc import Sequence
 
 from imgvault import __version__
 from imgvault.cli import commands
+from imgvault.cli.commands import register_all
 from imgvault.errors import ImgvaultError
 from imgvault.secret import harden_process
 
@@ -31,9 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"imgvaultctl {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(subparsers)
+    register_all(commands, subparsers)
     return parser
 
 
