@@ -26,13 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
 from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.keystore import self_signed_certificate
 from imgvault.filecrypt.recipients import Recipient, check_recipient
@@ -42,40 +40,14 @@ MIB = 1024 * 1024
 PER_DIRECTORY = 100
 
 
-def ct_slice(path: Path, pixels: bytes, number: int) -> None:
-    """A synthetic CT slice: no patient data, realistic size and layout."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.PatientName = "BENCHMARK^SYNTHETIC"
-    ds.PatientID = "BENCH0001"
-    ds.InstanceNumber = number
-    ds.Rows = ds.Columns = 512
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
-    ds.PixelData = number.to_bytes(4, "little") + pixels[4:]
-    ds.save_as(path, enforce_file_format=True)
-
-
 def make_corpus(directory: Path, small: int, large: int, large_size: int) -> tuple[list, list]:
-    pixels = os.urandom(512 * 512 * 2)
+    pixels = os.urandom(SLICE_PIXELS)
     small_files = []
     for i in range(small):
         sub = directory / "small" / f"series{i // PER_DIRECTORY:04d}"
         sub.mkdir(parents=True, exist_ok=True)
         path = sub / f"ct{i:05d}.dcm"
-        ct_slice(path, pixels, i)
+        ct_slice(path, i, pixels)
         small_files.append(path)
     large_files = []
     block = os.urandom(MIB)
@@ -236,8 +208,9 @@ def main() -> None:
     for label, files in (("small", small), ("large", large)):
         if files:
             sample = files[: args.openssl_sample] if label == "small" else files
+            keys = (recipients, key, cert_file)
             ratios[label] = measure(
-                label, files, sample, (recipients, key, cert_file), args.jobs, rows
+                label, files, sample=sample, keys=keys, jobs=args.jobs, rows=rows
             )
 
     ours_1m, ours_16k, theirs = gcm_rate(MIB), gcm_rate(16384), openssl_speed()
