@@ -51,6 +51,9 @@ def test_unlock_mounts_lock_unmounts_both_idempotent(volume_env, make_loop, tmp_
     assert again.returncode == 0 and json.loads(again.stdout)["already"] is True
     listed = json.loads(volume_env.ctl("volume", "list", "--json").stdout)["volumes"][0]
     assert (listed["state"], listed["mounted_on"]) == ("unlocked", [str(mnt)])
+    busy = volume_env.ctl("volume", "format", str(loop.path), "--name", "other", "--force",
+                          "--yes", "--key-file", str(key))  # fmt: skip
+    assert busy.returncode == 5 and "in use by device-mapper mapping store" in busy.stderr
 
     locked = volume_env.ctl("volume", "lock", "store")
     assert locked.returncode == 0 and locked.stdout.strip() == f"store: locked (unmounted {mnt})"

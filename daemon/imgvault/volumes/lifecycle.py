@@ -279,14 +279,14 @@ def format_volume(request: FormatRequest) -> FormatResult:
         recovery_keyslot=recovery_slot,
         last_key_change=created,
     )
+    records[record.name] = record
+    save_registry(records)  # first: the volume exists now, whatever fails next
     backup = backup_header(record, policy.volumes.header_backup_dir)
     record.header_backup, record.header_backup_time = str(backup), now_utc()
-    records[record.name] = record
     save_registry(records)
     if request.mkfs:
         _make_filesystem(record, request.key, request.mkfs)
         record.filesystem = request.mkfs
-        records[record.name] = record
         save_registry(records)
     return FormatResult(
         record=record,
