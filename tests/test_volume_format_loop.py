@@ -412,3 +412,20 @@ def test_new_passphrase_is_typed_twice(volume_env, make_loop) -> None:
     code, output = _run_on_terminal(volume_env, args, [b"typed twice", b"typed twice"])
     assert code == 0 and "RECOVERY KEY" in output, output
     assert cryptsetup.test_key(loop.path, Secret(b"typed twice")) == 0
+
+
+def test_list_shows_a_volume_whose_device_is_gone_as_missing(volume_env, make_loop) -> None:
+    loop = make_loop(16)
+    assert fmt(volume_env, loop).returncode == 0
+    # Another header UUID on the recorded device: the registered volume is no longer there.
+    other_uuid = "00000000-0000-4000-8000-000000000000"
+    run(
+        ["cryptsetup", "--batch-mode", "luksUUID", "--uuid", other_uuid, str(loop.path)], check=True
+    )
+    listed = json.loads(volume_env.ctl("volume", "list", "--json").stdout)["volumes"]
+    assert [(v["name"], v["state"], v["device"]) for v in listed] == [("pacs", "missing", None)]
+    human = volume_env.ctl("volume", "list").stdout
+    assert "missing" in human and f"({loop.path})" in human
+    key = volume_env.key_file("k.key", PASS)
+    result = volume_env.ctl("volume", "unlock", "pacs", "--test", "--key-file", str(key))
+    assert result.returncode == 4 and "no device with LUKS UUID" in result.stderr
