@@ -4,6 +4,7 @@ guest): mount points, idempotency, a lock refused while a process uses the volum
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def test_unlock_mounts_lock_unmounts_both_idempotent(volume_env, make_loop, tmp_
     payload = b"DICOM-LIKE-PAYLOAD" * 5000
     (mnt / "study.dcm").write_bytes(payload)
 
-    again = volume_env.ctl("volume", "unlock", "store", "--key-file", str(key), "--json")
+    again = volume_env.ctl("volume", "unlock", "store", "--json")  # open: no key asked
     assert again.returncode == 0 and json.loads(again.stdout)["already"] is True
     listed = json.loads(volume_env.ctl("volume", "list", "--json").stdout)["volumes"][0]
     assert (listed["state"], listed["mounted_on"]) == ("unlocked", [str(mnt)])
@@ -91,6 +92,22 @@ def test_lock_refuses_and_names_the_process_using_the_volume(
     finally:
         holder.kill()
         holder.wait()
+    # A working directory in the volume, and the mapped device node held open, count too.
+    for argv, cwd, shown in (
+        (["sleep", "300"], mnt, f"(sleep) {mnt}"),
+        (["sh", "-c", "exec 3</dev/mapper/store; exec sleep 300"], tmp_path, "(sleep) /dev/dm-"),
+    ):
+        holder = subprocess.Popen(argv, cwd=cwd)
+        try:
+            for _ in range(50):  # until the shell has opened the device and exec'd sleep
+                if Path(f"/proc/{holder.pid}/comm").read_text().strip() == "sleep":
+                    break
+                time.sleep(0.05)
+            refused = volume_env.ctl("volume", "lock", "store")
+            assert refused.returncode == 5 and shown in refused.stderr, refused.stderr
+        finally:
+            holder.kill()
+            holder.wait()
     assert volume_env.ctl("volume", "lock", "store").returncode == 0
     assert not mapping_open(loop)
 

@@ -429,3 +429,13 @@ def test_list_shows_a_volume_whose_device_is_gone_as_missing(volume_env, make_lo
     key = volume_env.key_file("k.key", PASS)
     result = volume_env.ctl("volume", "unlock", "pacs", "--test", "--key-file", str(key))
     assert result.returncode == 4 and "no device with LUKS UUID" in result.stderr
+
+
+def test_mkfs_without_device_mapper_is_refused_before_formatting(volume_env, make_loop) -> None:
+    """This machine has no device-mapper: --mkfs would need the volume open."""
+    loop = make_loop(16)
+    before = digest(loop)
+    result = fmt(volume_env, loop, "--mkfs", "ext4")
+    assert result.returncode == 69 and "--mkfs ext4 needs the volume opened" in result.stderr
+    assert "no device-mapper" in result.stderr
+    assert digest(loop) == before and not (volume_env.state / "volumes.json").exists()

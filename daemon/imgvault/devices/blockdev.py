@@ -102,24 +102,42 @@ class ProcessUse:
 
 def processes_using(devno: str, proc: Path = PROC) -> list[ProcessUse]:
     """Processes with a file open, a working or root directory, or a mapped file on the file
-    system of device `devno` (what `fuser -m` reports), one entry per process."""
+    system of device `devno`, or the device node itself open (what `fuser -m` reports), one
+    entry per process."""
     major, minor = (int(n) for n in devno.split(":"))
     wanted = os.makedev(major, minor)
+    maps_dev = f"{major:02x}:{minor:02x}"
     found: list[ProcessUse] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        links = [entry / "cwd", entry / "root", entry / "exe"]
-        with contextlib.suppress(OSError):  # the process ended meanwhile
-            links += sorted((entry / "fd").iterdir())
-        for link in links:
-            try:
-                if link.stat().st_dev != wanted:
-                    continue
-                target = str(link.readlink())
-            except OSError:
-                continue
+        path = _use_in_links(entry, wanted) or _use_in_maps(entry, maps_dev)
+        if path is not None:
             command = _read(entry / "comm") or "?"
-            found.append(ProcessUse(pid=int(entry.name), command=command, path=target))
-            break
+            found.append(ProcessUse(pid=int(entry.name), command=command, path=path))
     return found
+
+
+def _use_in_links(entry: Path, wanted: int) -> str | None:
+    links = [entry / "cwd", entry / "root", entry / "exe"]
+    with contextlib.suppress(OSError):  # the process ended meanwhile
+        links += sorted((entry / "fd").iterdir())
+    for link in links:
+        try:
+            st = link.stat()
+            on_device = st.st_dev == wanted
+            is_device = stat.S_ISBLK(st.st_mode) and st.st_rdev == wanted
+            if on_device or is_device:
+                return str(link.readlink())
+        except OSError:
+            continue
+    return None
+
+
+def _use_in_maps(entry: Path, maps_dev: str) -> str | None:
+    """A file of the device mapped into memory (its descriptor may be closed already)."""
+    for line in _read(entry / "maps").splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[3] == maps_dev:
+            return fields[5]
+    return None

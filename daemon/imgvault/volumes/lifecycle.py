@@ -17,7 +17,12 @@ from imgvault.policy import Profile, load_policy
 from imgvault.secret import Secret
 from imgvault.system.run import run
 from imgvault.volumes import cryptsetup, recovery
-from imgvault.volumes.errors import DeviceBusyError, DeviceMissingError, OutOfMemoryError
+from imgvault.volumes.errors import (
+    DeviceBusyError,
+    DeviceMissingError,
+    OutOfMemoryError,
+    no_device_mapper,
+)
 from imgvault.volumes.header import backup_header
 from imgvault.volumes.luks import LuksHeader
 from imgvault.volumes.mappings import DmMapping
@@ -32,6 +37,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # cryptsetup refuses a larger argon2 memory cost outright.
 ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
 MEMINFO = Path("/proc/meminfo")
+# Present when the kernel has device-mapper (/dev/mapper/control may exist without it).
+DM_MISC_DEVICE = Path("/sys/class/misc/device-mapper")
 
 
 class VolumeError(ImgvaultError):
@@ -234,6 +241,8 @@ def format_volume(request: FormatRequest) -> FormatResult:
     sector_size, reason = choose_sector_size(request.profile, info, request.sector_size)
     if request.mkfs not in (None, "ext4"):
         raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
+    if request.mkfs and not DM_MISC_DEVICE.exists():
+        raise no_device_mapper(f"--mkfs {request.mkfs} needs the volume opened")
     target = request.recovery
     cert = None
     if target.kind in ("file", "certificate") and target.path is not None:
@@ -372,18 +381,23 @@ class UnlockResult:
     mountpoint: str | None
 
 
-def unlock_volume(target: Target, key: Secret, *, test_only: bool = False) -> UnlockResult:
+def unlock_volume(target: Target, key: Secret | None, *, test_only: bool = False) -> UnlockResult:
     """Check `key` (`test_only`) or open the volume and mount its recorded mount point.
-    Opening an open volume is not an error: it reports `already` and mounts if needed."""
-    if test_only:
+    Opening an open volume is not an error and needs no key: it reports `already` and mounts
+    the volume if it is not mounted."""
+    mapping = None if test_only else open_mapping(target.device)
+    already = mapping is not None
+    if mapping is not None:
+        mapped = mapping.path
+    elif key is None:
+        raise VolumeError(
+            f"{target.label} is locked: a key is needed", "give a passphrase or --key-file"
+        )
+    elif test_only:
         slot = cryptsetup.test_key(target.device, key)
         return UnlockResult(target, False, True, slot, None, None)
-    mapping = open_mapping(target.device)
-    already = mapping is not None
-    if mapping is None:
-        mapped = cryptsetup.open_volume(target.device, target.mapping_name, key)
     else:
-        mapped = mapping.path
+        mapped = cryptsetup.open_volume(target.device, target.mapping_name, key)
     mountpoint = target.record.mountpoint if target.record else None
     if mountpoint and not _mounted_at(mapped, mountpoint):
         try:
