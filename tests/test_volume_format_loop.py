@@ -92,22 +92,6 @@ def test_aes_256_profile_and_sector_size_choice(volume_env, make_loop, tmp_path)
         run(["losetup", "--detach", str(native.path)], check=True)
 
 
-def test_shipped_profiles_pass_key_size_and_argon2id_explicitly() -> None:
-    from imgvault.policy import SHIPPED_POLICY, load_policy
-
-    volumes = load_policy(SHIPPED_POLICY).volumes
-    default = volumes.profile()
-    assert (default.name, default.key_bits, volumes.profile("aes-256-xts").key_bits) == (
-        "aes-128-xts",
-        256,
-        512,
-    )
-    assert default.pbkdf_setting().cryptsetup_args() == [
-        "--pbkdf", "argon2id", "--iter-time", "2000", "--pbkdf-memory", "1048576",
-        "--pbkdf-parallel", "4",
-    ]  # fmt: skip
-
-
 def write_mbr(loop: LoopDevice) -> None:
     """A DOS partition table with one Linux partition (sectors 2048-8191)."""
     entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little")
