@@ -156,6 +156,8 @@ def test_format_refuses_a_mounted_device_even_with_force(volume_env, make_loop, 
         (["--profile", "aes-512-magic"], 78, "unknown cipher profile 'aes-512-magic'"),
         (["--pbkdf-memory", "4194305"], 3, "above cryptsetup's maximum 4194304 KiB"),
         (["--name", "bad/name"], 1, "invalid volume name 'bad/name'"),
+        (["--mount-point", "relative/dir"], 1, "is not an absolute path"),
+        (["--label", "x" * 48], 1, "label is longer than 47 bytes"),
     ],
 )
 def test_format_bad_input_changes_nothing(

@@ -24,7 +24,7 @@ from imgvault.volumes.errors import (
     no_device_mapper,
 )
 from imgvault.volumes.header import backup_header
-from imgvault.volumes.luks import LuksHeader
+from imgvault.volumes.luks import LuksHeader, Pbkdf
 from imgvault.volumes.mappings import DmMapping
 from imgvault.volumes.registry import (
     VolumeRecord,
@@ -33,7 +33,9 @@ from imgvault.volumes.registry import (
     save_registry,
 )
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# The name is also the default LUKS2 label, which holds 47 characters at most.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,46}$")
+LABEL_MAX = 47
 # cryptsetup refuses a larger argon2 memory cost outright.
 ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
 MEMINFO = Path("/proc/meminfo")
@@ -215,7 +217,7 @@ def _check_name(name: str, device: Path, records: dict[str, VolumeRecord], force
     if not _NAME.match(name):
         raise VolumeError(
             f"invalid volume name {name!r}",
-            "use up to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
+            "use up to 47 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
         )
     other = records.get(name)
     if other is not None and not (force and other.device == str(device)):
@@ -225,17 +227,19 @@ def _check_name(name: str, device: Path, records: dict[str, VolumeRecord], force
         )
 
 
-def format_volume(request: FormatRequest) -> FormatResult:
-    """Encrypt a device: LUKS2 header with the profile, the first passphrase in keyslot 0, a
-    recovery key in its own keyslot, a header backup, a registry record; optionally a file
-    system. Refuses before writing anything if the device is in use or holds data and
-    `force` is not set."""
-    policy = load_policy()
-    info, _ = inspect_for_format(request.device, request.force)
-    records = load_registry()
-    _check_name(request.name, info.path, records, request.force)
+def _check_request(request: FormatRequest, info: BlockInfo) -> tuple[Pbkdf, int, str]:
+    """Everything about a format request that can be wrong, checked before the first write;
+    returns the PBKDF, the sector size and why."""
+    _check_name(request.name, info.path, load_registry(), request.force)
     if len(request.key) == 0:
         raise VolumeError("the passphrase is empty", "give a non-empty passphrase")
+    if request.label is not None and len(request.label.encode()) > LABEL_MAX:
+        raise VolumeError(f"the label is longer than {LABEL_MAX} bytes", "give a shorter --label")
+    if request.mountpoint is not None and not request.mountpoint.is_absolute():
+        raise VolumeError(
+            f"mount point {request.mountpoint} is not an absolute path",
+            f"give the full path, e.g. {Path.cwd() / request.mountpoint}",
+        )
     pbkdf = request.profile.pbkdf_setting(request.pbkdf_memory_kib)
     check_pbkdf_memory(pbkdf.memory_kib, pbkdf.kind)
     sector_size, reason = choose_sector_size(request.profile, info, request.sector_size)
@@ -243,10 +247,21 @@ def format_volume(request: FormatRequest) -> FormatResult:
         raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
     if request.mkfs and not DM_MISC_DEVICE.exists():
         raise no_device_mapper(f"--mkfs {request.mkfs} needs the volume opened")
+    if request.recovery.path is not None:
+        recovery.check_new_file(request.recovery.path)
+    return pbkdf, sector_size, reason
+
+
+def format_volume(request: FormatRequest) -> FormatResult:
+    """Encrypt a device: LUKS2 header with the profile, the first passphrase in keyslot 0, a
+    recovery key in its own keyslot, a header backup, a registry record; optionally a file
+    system. Refuses before writing anything if the device is in use or holds data and
+    `force` is not set."""
+    policy = load_policy()
+    info, _ = inspect_for_format(request.device, request.force)
+    pbkdf, sector_size, reason = _check_request(request, info)
     target = request.recovery
     cert = None
-    if target.kind in ("file", "certificate") and target.path is not None:
-        recovery.check_new_file(target.path)
     if target.kind == "certificate" and target.certificate is not None:
         cert = recovery.load_certificate(target.certificate)
 
@@ -257,7 +272,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
         else:
             recovery.write_file(recovery_key, target.path)
     try:
-        header = cryptsetup.luks_format(
+        cryptsetup.luks_format(
             info.path,
             request.key,
             cipher=request.profile.cipher,
@@ -274,6 +289,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
         recovery_key.wipe()
         raise
     header = cryptsetup.read_header(info.path)
+    records = load_registry()
     stale = [n for n, r in records.items() if r.device == str(info.path)]
     for old in stale:
         del records[old]
