@@ -1,7 +1,8 @@
 """Test tiers (see README, "Tests"): unmarked tests are unit tests and need nothing special;
 `loop` tests need root, cryptsetup and loop devices; `vm` tests need device-mapper and run only
-inside the User-Mode Linux guest booted by scripts/vm-test. A tier whose needs are missing
-fails, never skips, so CI cannot pass on a tier that did not run."""
+inside the User-Mode Linux guest booted by scripts/vm-test; `qemu` tests need emulated NVMe and
+SATA controllers and run only inside the QEMU guest booted by scripts/qemu-test. A tier whose
+needs are missing fails, never skips, so CI cannot pass on a tier that did not run."""
 
 import json
 import os
@@ -20,6 +21,7 @@ from imgvault.devices.loop import LoopDevice, attach_loop, detach_loop
 from imgvault.volumes.luks import Pbkdf
 
 IN_VM = os.environ.get("IMGVAULT_IN_VM") == "1"
+IN_QEMU = os.environ.get("IMGVAULT_IN_QEMU") == "1"
 
 
 def _loop_tier_problems() -> list[str]:
@@ -39,6 +41,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(
             "vm tier: this test needs device-mapper and runs only inside the UML guest: "
             "scripts/vm-test -m vm (scripts/run-tests does this)",
+            pytrace=False,
+        )
+    if item.get_closest_marker("qemu") and not (IN_QEMU and os.geteuid() == 0):
+        pytest.fail(
+            "qemu tier: this test needs emulated NVMe and SATA disks and root; it runs only "
+            "inside the QEMU guest: scripts/qemu-test -m qemu (scripts/run-tests does this)",
             pytrace=False,
         )
     if item.get_closest_marker("loop") or item.get_closest_marker("vm"):

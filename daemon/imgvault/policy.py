@@ -95,7 +95,7 @@ def load_policy(path: Path | None = None) -> Policy:
         return Policy(source=source, volumes=_volume_policy(document["volumes"]))
     except OSError as error:
         raise PolicyError(f"cannot read policy {source}: {error.strerror}") from None
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as error:
+    except (tomllib.TOMLDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise PolicyError(
             f"invalid policy {source}: {error!r}",
             f"compare it with the shipped {SHIPPED_POLICY}",

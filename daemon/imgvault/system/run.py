@@ -7,7 +7,8 @@ parsed, with secrets passed only through stdin or an inherited pipe: never argv 
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from imgvault.errors import ImgvaultError
@@ -92,6 +93,17 @@ def which(tool: str) -> str:
     return path
 
 
+def _program_and_env(
+    argv: Sequence[str], env: Mapping[str, str] | None
+) -> tuple[str, dict[str, str]]:
+    """The tool's full path and a minimal C-locale environment for it."""
+    program = which(argv[0])
+    child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    child_env.update(env or {})
+    child_env["LC_ALL"] = "C"
+    return program, child_env
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -107,10 +119,7 @@ def run(
     `open()`ed and its `/dev/fd/N` path placed in argv by the caller.
     """
     try:
-        program = which(argv[0])
-        child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        child_env.update(env or {})
-        child_env["LC_ALL"] = "C"
+        program, child_env = _program_and_env(argv, env)
         proc = subprocess.run(
             [program, *argv[1:]],
             input=stdin_secret.reveal() if stdin_secret is not None else None,
@@ -134,3 +143,48 @@ def run(
     if check and not result.ok:
         raise ToolFailedError(result)
     return result
+
+
+def run_streaming(
+    argv: Sequence[str],
+    on_line: Callable[[str], None],
+    *,
+    stdin_secret: Secret | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Like `run`, for long-running tools that report progress: `on_line` gets each stdout
+    line as it is printed. stderr is collected meanwhile, so a chatty tool cannot block."""
+    program, child_env = _program_and_env(argv, env)
+    proc = subprocess.Popen(
+        [program, *argv[1:]],
+        stdin=subprocess.PIPE if stdin_secret is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env,
+    )
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:  # pragma: no cover (both are PIPE)
+        raise ImgvaultError(f"cannot read the output of {argv[0]}")
+    stderr_chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: stderr_chunks.append(stderr.read()), daemon=True)
+    drain.start()
+    if proc.stdin is not None and stdin_secret is not None:
+        try:
+            proc.stdin.write(stdin_secret.reveal())
+        except BrokenPipeError:
+            pass  # it exited early; its stderr says why
+        finally:
+            proc.stdin.close()
+    stdout_lines = []
+    for raw in stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        stdout_lines.append(line)
+        on_line(line)
+    proc.wait()
+    drain.join()
+    return CommandResult(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        stdout="\n".join(stdout_lines),
+        stderr=b"".join(stderr_chunks).decode(errors="replace"),
+    )

@@ -5,12 +5,14 @@ cryptsetup runs from argument lists with `--batch-mode`; keys are passed only on
 Failures become the typed errors of `imgvault.volumes.errors`.
 """
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from imgvault.secret import Secret
-from imgvault.system.run import CommandResult, SecretFd, run
+from imgvault.system.run import CommandResult, SecretFd, run, run_streaming
 from imgvault.volumes.errors import CryptsetupError, NotLuksError, error_for, not_luks
 from imgvault.volumes.luks import LuksHeader, Pbkdf, parse_luks1, parse_luks2
 
@@ -59,16 +61,7 @@ def read_header(device: str | Path) -> LuksHeader:
     if identity.get("VERSION") == "1":
         dump = _cryptsetup(["luksDump", "--", str(device)], device)
         return parse_luks1(dump.stdout, identity)
-    dump = _cryptsetup(["luksDump", "--dump-json-metadata", "--", str(device)], device)
-    try:
-        metadata = json.loads(dump.stdout)
-    except json.JSONDecodeError as error:
-        raise CryptsetupError(
-            f"cryptsetup printed unreadable LUKS2 metadata for {device}: {error}",
-            "check the header with 'cryptsetup luksDump --debug'; restore it from a header "
-            "backup if it is damaged",
-        ) from error
-    return parse_luks2(metadata, identity)
+    return parse_luks2(dump_metadata(device), identity)
 
 
 def is_luks(device: str | Path) -> bool:
@@ -187,9 +180,91 @@ def kill_slot(device: str | Path, keyslot: int, remaining_key: Secret) -> None:
     )
 
 
+# --- Header backups and re-encryption (volume header / volume reencrypt) ---
+
+
+def dump_metadata(device_or_file: str | Path) -> dict[str, Any]:
+    """The raw LUKS2 JSON area of a device or a header backup file (digests and salts included,
+    which `LuksHeader` leaves out): what a backup is compared on."""
+    dump = _cryptsetup(
+        ["luksDump", "--dump-json-metadata", "--", str(device_or_file)], device_or_file
+    )
+    try:
+        metadata: dict[str, Any] = json.loads(dump.stdout)
+    except json.JSONDecodeError as error:
+        raise CryptsetupError(
+            f"cryptsetup printed unreadable LUKS2 metadata for {device_or_file}: {error}",
+            "check the header with 'cryptsetup luksDump --debug'; restore it from a header "
+            "backup if it is damaged",
+        ) from error
+    return metadata
+
+
+def luks_uuid(device_or_file: str | Path) -> str:
+    return _cryptsetup(["luksUUID", "--", str(device_or_file)], device_or_file).stdout.strip()
+
+
 def header_backup(device: str | Path, backup_file: Path) -> None:
-    """Write the LUKS header and keyslot area of `device` to `backup_file` (which must not
-    exist; cryptsetup creates it read-only for its owner)."""
+    """Copy the whole LUKS header (metadata and keyslot areas) of `device` to a new file."""
     _cryptsetup(
         ["luksHeaderBackup", "--header-backup-file", str(backup_file), "--", str(device)], device
     )
+
+
+def header_restore(device: str | Path, backup_file: Path) -> None:
+    """Overwrite the LUKS header of `device` with `backup_file`. Callers verify first."""
+    _cryptsetup(
+        ["luksHeaderRestore", "--header-backup-file", str(backup_file), "--", str(device)],
+        device,
+    )
+
+
+def reencrypt(
+    device: str | Path,
+    keys: Sequence[Secret],
+    options: Sequence[str],
+    on_progress: Callable[[dict[str, Any]], None],
+    *,
+    offline: bool,
+) -> None:
+    """Run `cryptsetup reencrypt` (or `--resume-only` in `options`) to the end.
+
+    cryptsetup re-wraps every keyslot with the new volume key, asking one passphrase per
+    keyslot in slot order; `keys` are those passphrases. One key goes exactly as given
+    (`--key-file=-`); several go one a line on stdin, which is how cryptsetup reads prompts
+    without a terminal (so they cannot contain a newline). `offline` (no dm-crypt mapping is
+    open) adds --force-offline-reencrypt; with a mapping open cryptsetup re-encrypts online.
+    """
+    args = ["reencrypt", *options, "--progress-json"]
+    if offline:
+        args.append("--force-offline-reencrypt")
+    if len(keys) == 1:
+        args.append("--key-file=-")
+        stdin = Secret(keys[0].reveal())
+    else:
+        if any(b"\n" in key.reveal() for key in keys):
+            raise CryptsetupError(
+                f"cannot re-encrypt {device}: a passphrase contains a newline, and cryptsetup "
+                "reads the passphrases of several keyslots one a line",
+                "change that passphrase first ('imgvaultctl volume key change')",
+            )
+        stdin = Secret(b"".join(key.reveal() + b"\n" for key in keys))
+
+    def on_line(line: str) -> None:
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                on_progress(json.loads(line))
+
+    try:
+        result = run_streaming(
+            ["cryptsetup", "--batch-mode", *args, "--", str(device)], on_line, stdin_secret=stdin
+        )
+    finally:
+        stdin.wipe()
+    if not result.ok:
+        raise error_for(result, str(device))
+
+
+def repair(device: str | Path, key: Secret) -> None:
+    """Recover the hot zone of a re-encryption that was cut off (crash, SIGKILL, power cut)."""
+    _cryptsetup(["repair", "--key-file=-", "--", str(device)], device, key=key)

@@ -8,14 +8,13 @@ directory, replaced atomically so a crash leaves the old or the new registry, ne
 """
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from imgvault.errors import ImgvaultError
 from imgvault.paths import state_dir
+from imgvault.system.atomic import write_atomic
 
 
 class RegistryError(ImgvaultError):
@@ -64,22 +63,7 @@ def save_registry(records: dict[str, VolumeRecord]) -> None:
     path = registry_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     document = {"volumes": {name: asdict(r) for name, r in sorted(records.items())}}
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".volumes.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def find_volume(records: dict[str, VolumeRecord], name_or_device: str) -> VolumeRecord | None:
