@@ -125,7 +125,7 @@ def test_format_refuses_existing_data_without_force_and_changes_nothing(
     assert expected in refused.stderr and "--force" in refused.stderr
     # --force without --yes needs a terminal to confirm on.
     unconfirmed = fmt(volume_env, loop, "--force")
-    assert unconfirmed.returncode == 1 and "confirmation needed" in unconfirmed.stderr
+    assert unconfirmed.returncode == 1 and "needs a confirmation" in unconfirmed.stderr
     assert digest(loop) == before
     assert not (volume_env.state / "volumes.json").exists()
 

@@ -7,7 +7,6 @@ operation runs before the first write, so a refused command leaves the disk as i
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from imgvault.devices.blockdev import BlockInfo, block_info, devno_of, processes_using
@@ -19,19 +18,14 @@ from imgvault.system.run import run
 from imgvault.volumes import cryptsetup, recovery
 from imgvault.volumes.errors import (
     DeviceBusyError,
-    DeviceMissingError,
     OutOfMemoryError,
     no_device_mapper,
 )
-from imgvault.volumes.header import backup_header
+from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.luks import LuksHeader, Pbkdf
 from imgvault.volumes.mappings import DmMapping
-from imgvault.volumes.registry import (
-    VolumeRecord,
-    find_volume,
-    load_registry,
-    save_registry,
-)
+from imgvault.volumes.registry import VolumeRecord, load_registry, save_registry
+from imgvault.volumes.resolve import VolumeTarget, current_device, utc_now
 
 # The name is also the default LUKS2 label, which holds 47 characters at most.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,46}$")
@@ -53,14 +47,6 @@ class DataPresentError(VolumeError):
 
 class VolumeInUseError(VolumeError):
     exit_code = 5
-
-
-class NotRegisteredError(VolumeError):
-    exit_code = 4
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- format -------------------------------------------------------------------------------
@@ -293,7 +279,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
     stale = [n for n, r in records.items() if r.device == str(info.path)]
     for old in stale:
         del records[old]
-    created = now_utc()
+    created = utc_now()
     record = VolumeRecord(
         name=request.name,
         uuid=header.uuid,
@@ -306,8 +292,8 @@ def format_volume(request: FormatRequest) -> FormatResult:
     )
     records[record.name] = record
     save_registry(records)  # first: the volume exists now, whatever fails next
-    backup = backup_header(record, policy.volumes.header_backup_dir)
-    record.header_backup, record.header_backup_time = str(backup), now_utc()
+    backup = backup_header(info.path, policy.volumes.header_backup_dir, record.name)
+    record.header_backup, record.header_backup_time = str(backup), utc_now()
     save_registry(records)
     if request.mkfs:
         _make_filesystem(record, request.key, request.mkfs)
@@ -335,51 +321,14 @@ def _make_filesystem(record: VolumeRecord, key: Secret, kind: str) -> None:
 # --- finding volumes ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
-    """A volume addressed by name, device path or UUID: its record (if registered), the
-    device it is on now, and the /dev/mapper name it opens as."""
-
-    record: VolumeRecord | None
-    device: Path
-    mapping_name: str
-
-    @property
-    def label(self) -> str:
-        return self.record.name if self.record else str(self.device)
+def mapping_name(target: VolumeTarget) -> str:
+    """The /dev/mapper name: the registered name, else `luks-UUID` as systemd names it."""
+    if target.record is not None:
+        return target.record.name
+    return f"luks-{cryptsetup.read_header(target.device).uuid}"
 
 
-def _device_of(record: VolumeRecord) -> Path:
-    """Where the volume is now: device paths can change across boots, the LUKS UUID not."""
-    by_uuid = Path("/dev/disk/by-uuid") / record.uuid
-    if by_uuid.exists():
-        return by_uuid.resolve()
-    device = Path(record.device)
-    if device.exists() and cryptsetup.probe_identity(device).get("UUID") == record.uuid:
-        return device
-    raise DeviceMissingError(
-        f"volume {record.name}: no device with LUKS UUID {record.uuid} (it was on {record.device})",
-        "attach the disk; 'imgvaultctl status' lists the devices present",
-    )
-
-
-def resolve(name_or_device: str) -> Target:
-    """A registered volume by name, device or UUID, or an unregistered LUKS device by path."""
-    record = find_volume(load_registry(), name_or_device)
-    if record is not None:
-        return Target(record, _device_of(record), record.name)
-    device = Path(name_or_device)
-    if "/" not in name_or_device:
-        raise NotRegisteredError(
-            f"no volume named {name_or_device!r} is registered",
-            "'imgvaultctl volume list' shows the registered volumes; a device path works too",
-        )
-    block_info(device)
-    header = cryptsetup.read_header(device)
-    return Target(None, device, f"luks-{header.uuid}")
-
-
-def open_mapping(device: Path) -> DmMapping | None:
+def open_mapping(device: str | Path) -> DmMapping | None:
     """The dm-crypt mapping open on `device`, if any."""
     return next((m for m in block_info(device).holders() if m.is_crypt), None)
 
@@ -389,7 +338,7 @@ def open_mapping(device: Path) -> DmMapping | None:
 
 @dataclass
 class UnlockResult:
-    target: Target
+    target: VolumeTarget
     already: bool
     tested_only: bool
     keyslot: int | None
@@ -397,7 +346,9 @@ class UnlockResult:
     mountpoint: str | None
 
 
-def unlock_volume(target: Target, key: Secret | None, *, test_only: bool = False) -> UnlockResult:
+def unlock_volume(
+    target: VolumeTarget, key: Secret | None, *, test_only: bool = False
+) -> UnlockResult:
     """Check `key` (`test_only`) or open the volume and mount its recorded mount point.
     Opening an open volume is not an error and needs no key: it reports `already` and mounts
     the volume if it is not mounted."""
@@ -413,7 +364,7 @@ def unlock_volume(target: Target, key: Secret | None, *, test_only: bool = False
         slot = cryptsetup.test_key(target.device, key)
         return UnlockResult(target, False, True, slot, None, None)
     else:
-        mapped = cryptsetup.open_volume(target.device, target.mapping_name, key)
+        mapped = cryptsetup.open_volume(target.device, mapping_name(target), key)
     mountpoint = target.record.mountpoint if target.record else None
     if mountpoint and not _mounted_at(mapped, mountpoint):
         try:
@@ -421,7 +372,7 @@ def unlock_volume(target: Target, key: Secret | None, *, test_only: bool = False
             run(["mount", "--", str(mapped), mountpoint], check=True)
         except (OSError, ImgvaultError) as error:
             if not already:
-                cryptsetup.close_volume(target.mapping_name)
+                cryptsetup.close_volume(mapped.name)
             raise VolumeError(
                 f"{target.label} opened but could not be mounted on {mountpoint}: {error}",
                 "check the file system (fsck) and the mount point; the volume was locked again",
@@ -439,12 +390,12 @@ def _mounted_at(mapped: Path, mountpoint: str) -> bool:
 
 @dataclass
 class LockResult:
-    target: Target
+    target: VolumeTarget
     already: bool
     unmounted: list[str]
 
 
-def lock_volume(target: Target) -> LockResult:
+def lock_volume(target: VolumeTarget) -> LockResult:
     """Unmount and close the volume; refuse, naming them, while processes use its files.
     Locking a locked volume is not an error."""
     mapping = open_mapping(target.device)
@@ -486,7 +437,7 @@ def list_volumes() -> list[VolumeState]:
     states = []
     for record in load_registry().values():
         try:
-            device = _device_of(record)
+            device = current_device(record)
         except ImgvaultError:
             states.append(VolumeState(record, "missing", None, None, []))
             continue

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import add_key_file_option, confirm, new_passphrase
 from imgvault.cli.output import print_json
-from imgvault.cli.secrets import add_key_file_option, new_passphrase
 from imgvault.errors import ImgvaultError
 from imgvault.policy import load_policy
 from imgvault.volumes.lifecycle import (
@@ -32,7 +32,7 @@ Encryption sectors are 4096 bytes when the device writes 4096-byte physical sect
 512 (a larger sector could be torn by a power cut); --sector-size overrides.
 
 The device must not be mounted or open. If it holds a file system, a partition table or a
-LUKS header, format refuses unless --force is given and the device path is typed to confirm
+LUKS header, format refuses unless --force is given and confirmed with "yes"
 (or --yes). Everything on it is then lost.
 
 examples:
@@ -42,18 +42,6 @@ examples:
   imgvaultctl volume format /dev/sdc --name vna --key-file /root/vna.pass \\
       --recovery-cert escrow.pem --recovery-key-file vna-recovery.p7m --force --yes
 """
-
-
-def _confirm(device: str, found: list[str]) -> None:
-    if not sys.stdin.isatty():
-        raise ImgvaultError(
-            f"{device} holds {'; '.join(found)}: confirmation needed",
-            "run on a terminal to confirm, or add --yes",
-        )
-    print(f"WARNING: {device} holds {'; '.join(found)}. Formatting destroys it.", file=sys.stderr)
-    answer = input(f"Type the device path ({device}) to continue: ")
-    if answer.strip() != device:
-        raise ImgvaultError("not confirmed: nothing was changed", "type the exact device path")
 
 
 def _report(result: FormatResult, as_json: bool) -> None:
@@ -102,8 +90,9 @@ def run_format(args: argparse.Namespace) -> int:
             "add --recovery-key-file PATH.p7m",
         )
     _, found = inspect_for_format(Path(args.device), args.force)
-    if found and not args.yes:
-        _confirm(args.device, found)
+    if found:
+        print(f"WARNING: {args.device} holds {'; '.join(found)}.", file=sys.stderr)
+        confirm(f"Destroy it and format {args.device}?", assume_yes=args.yes)
     if args.recovery_cert:
         recovery = RecoveryTarget("certificate", args.recovery_key_file, args.recovery_cert)
     elif args.recovery_key_file:

@@ -5,11 +5,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import add_key_file_option, new_passphrase, with_key
 from imgvault.cli.output import format_table, print_json
-from imgvault.cli.secrets import add_key_file_option, new_passphrase, with_key
 from imgvault.secret import Secret
 from imgvault.volumes import keys
-from imgvault.volumes.lifecycle import Target, resolve
+from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def _slot_row(info: keys.KeyslotInfo) -> list[str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     header, slots = keys.list_keys(target)
     if args.json:
         print_json(
@@ -64,9 +64,11 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _authorised(args: argparse.Namespace, text: str, action: Callable[[Target, Secret], T]) -> T:
+def _authorised(
+    args: argparse.Namespace, text: str, action: Callable[[VolumeTarget, Secret], T]
+) -> T:
     """Check the current key (up to three prompts), then run `action` with it."""
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
 
     def checked(key: Secret) -> T:
         keys.check_key(target, key)
