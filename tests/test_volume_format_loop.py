@@ -425,3 +425,34 @@ def test_mkfs_without_device_mapper_is_refused_before_formatting(volume_env, mak
     assert result.returncode == 69 and "--mkfs ext4 needs the volume opened" in result.stderr
     assert "no device-mapper" in result.stderr
     assert digest(loop) == before and not (volume_env.state / "volumes.json").exists()
+
+
+def test_lost_passphrase_recovery_key_sets_a_new_one_then_recovery_key_rotates(
+    volume_env, make_loop
+) -> None:
+    loop = make_loop(16)
+    first = volume_env.root / "first.recovery"
+    assert fmt(volume_env, loop, "--recovery-key-file", str(first)).returncode == 0
+    new = volume_env.key_file("new.key", b"new admin passphrase")
+    # The passphrase is lost: the recovery key (as written to its file) authorises a new one.
+    added = volume_env.ctl("volume", "key", "add", "pacs", "--recovery-key", "--key-file",
+                           str(first), "--new-key-file", str(new))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert cryptsetup.test_key(loop.path, Secret(b"new admin passphrase")) == 2
+    # Rotate the recovery key, authorised by the old one: the old keyslot is wiped.
+    second = volume_env.root / "second.recovery"
+    rotated = volume_env.ctl("volume", "key", "recovery", "pacs", "--recovery-key", "--key-file",
+                             str(first), "--recovery-key-file", str(second), "--json")  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    report = json.loads(rotated.stdout)
+    assert report["replaced_keyslot"] == 1 and "recovery_key" not in report
+    new_slot = report["keyslot"]
+    assert second.stat().st_mode & 0o777 == 0o600
+    assert (
+        cryptsetup.test_key(loop.path, recovery.normalize(Secret(second.read_bytes()))) == new_slot
+    )
+    with pytest.raises(WrongKeyError):
+        cryptsetup.test_key(loop.path, recovery.normalize(Secret(first.read_bytes())))
+    assert volume_env.registry()["pacs"]["recovery_keyslot"] == new_slot
+    listing = json.loads(volume_env.ctl("volume", "key", "list", "pacs", "--json").stdout)
+    assert [s["keyslot"] for s in listing["keyslots"] if s["recovery"]] == [new_slot]

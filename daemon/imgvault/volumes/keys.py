@@ -12,6 +12,7 @@ from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.luks import Keyslot, LuksHeader, Pbkdf
+from imgvault.volumes.recovery import RecoveryTarget
 from imgvault.volumes.resolve import VolumeTarget, update_record, utc_now
 
 
@@ -124,3 +125,40 @@ def check_key(target: VolumeTarget, key: Secret) -> int:
     """The keyslot `key` opens (WrongKeyError if none): asked before a new passphrase is
     typed, so a mistyped current one is caught first."""
     return cryptsetup.test_key(target.device, key)
+
+
+@dataclass
+class RecoveryRotation:
+    keyslot: int
+    replaced: int | None  # the old recovery keyslot, now wiped
+    key: Secret | None  # only when it is to be shown
+
+
+def new_recovery_key(
+    target: VolumeTarget, existing: Secret, output: RecoveryTarget
+) -> RecoveryRotation:
+    """Make a fresh recovery key (first one, or rotation after a leak or a holder leaving):
+    add its keyslot, then wipe the old recovery keyslot, authorised by `existing`."""
+    record = target.record
+    if record is None:
+        raise KeyslotError(
+            f"{target.label} is not registered: imgvault does not know its recovery keyslot",
+            "recovery keys are managed for volumes made with 'imgvaultctl volume format'",
+        )
+    cryptsetup.test_key(target.device, existing)
+    output.check()
+    key = output.issue()
+    try:
+        slot = cryptsetup.add_key(target.device, existing, key, pbkdf=_pbkdf_for(target))
+    except BaseException:
+        output.discard(key)
+        raise
+    old = record.recovery_keyslot
+    present = {s.id for s in cryptsetup.read_header(target.device).keyslots}
+    update_record(record.name, recovery_keyslot=slot, last_key_change=utc_now())
+    if old is not None and old != slot and old in present:
+        # Authorised by the new key: `existing` may be the old recovery key itself.
+        cryptsetup.kill_slot(target.device, old, key)
+    return RecoveryRotation(
+        slot, old if old in present else None, key if output.kind == "show" else None
+    )

@@ -15,7 +15,7 @@ from imgvault.errors import ImgvaultError
 from imgvault.policy import Profile, load_policy
 from imgvault.secret import Secret
 from imgvault.system.run import run
-from imgvault.volumes import cryptsetup, recovery
+from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import (
     DeviceBusyError,
     OutOfMemoryError,
@@ -24,6 +24,7 @@ from imgvault.volumes.errors import (
 from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.luks import LuksHeader, Pbkdf
 from imgvault.volumes.mappings import DmMapping
+from imgvault.volumes.recovery import RecoveryTarget
 from imgvault.volumes.registry import VolumeRecord, load_registry, save_registry
 from imgvault.volumes.resolve import VolumeTarget, current_device, utc_now
 
@@ -50,16 +51,6 @@ class VolumeInUseError(VolumeError):
 
 
 # --- format -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecoveryTarget:
-    """Where the new recovery key goes: printed once (`show`), a new 0600 `file`, or a CMS
-    envelope for `certificate` written to `path`."""
-
-    kind: str = "show"
-    path: Path | None = None
-    certificate: Path | None = None
 
 
 @dataclass
@@ -233,8 +224,7 @@ def _check_request(request: FormatRequest, info: BlockInfo) -> tuple[Pbkdf, int,
         raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
     if request.mkfs and not DM_MISC_DEVICE.exists():
         raise no_device_mapper(f"--mkfs {request.mkfs} needs the volume opened")
-    if request.recovery.path is not None:
-        recovery.check_new_file(request.recovery.path)
+    request.recovery.check()
     return pbkdf, sector_size, reason
 
 
@@ -247,16 +237,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
     info, _ = inspect_for_format(request.device, request.force)
     pbkdf, sector_size, reason = _check_request(request, info)
     target = request.recovery
-    cert = None
-    if target.kind == "certificate" and target.certificate is not None:
-        cert = recovery.load_certificate(target.certificate)
-
-    recovery_key = recovery.generate()
-    if target.path is not None:
-        if cert is not None:
-            recovery.encrypt_to_certificate(recovery_key, cert, target.path)
-        else:
-            recovery.write_file(recovery_key, target.path)
+    recovery_key = target.issue()
     try:
         cryptsetup.luks_format(
             info.path,
@@ -270,9 +251,7 @@ def format_volume(request: FormatRequest) -> FormatResult:
         )
         recovery_slot = cryptsetup.add_key(info.path, request.key, recovery_key, pbkdf=pbkdf)
     except BaseException:
-        if target.path is not None:
-            target.path.unlink(missing_ok=True)
-        recovery_key.wipe()
+        target.discard(recovery_key)
         raise
     header = cryptsetup.read_header(info.path)
     records = load_registry()
