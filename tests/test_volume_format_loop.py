@@ -456,3 +456,17 @@ def test_lost_passphrase_recovery_key_sets_a_new_one_then_recovery_key_rotates(
     assert volume_env.registry()["pacs"]["recovery_keyslot"] == new_slot
     listing = json.loads(volume_env.ctl("volume", "key", "list", "pacs", "--json").stdout)
     assert [s["keyslot"] for s in listing["keyslots"] if s["recovery"]] == [new_slot]
+
+
+def test_format_refuses_active_swap_even_with_force(volume_env, make_loop) -> None:
+    loop = make_loop(16)
+    run(["mkswap", str(loop.path)], check=True)
+    before = digest(loop)
+    run(["swapon", str(loop.path)], check=True)
+    try:
+        refused = fmt(volume_env, loop, "--force", "--yes")
+        assert refused.returncode == 5, refused.stderr
+        assert f"in use by active swap {loop.path}" in refused.stderr
+    finally:
+        run(["swapoff", str(loop.path)], check=True)
+    assert digest(loop) == before

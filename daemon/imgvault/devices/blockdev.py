@@ -11,7 +11,7 @@ from pathlib import Path
 from imgvault.devices.inventory import MOUNTINFO, mountpoints_by_devno
 from imgvault.errors import ImgvaultError
 from imgvault.volumes.errors import DeviceMissingError
-from imgvault.volumes.mappings import SYS_CLASS_BLOCK, DmMapping, holders
+from imgvault.volumes.mappings import SYS_CLASS_BLOCK, DmMapping, dm_mapping, holders
 
 PROC = Path("/proc")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -51,6 +51,27 @@ class BlockInfo:
         for part in self.partitions():
             found += holders(part)
         return found
+
+    def users(self) -> list[str]:
+        """What holds this device or a partition of it: mappings, RAID arrays, active swap."""
+        names = [self.kernel_name, *self.partitions()]
+        found = []
+        for name in names:
+            holder_dir = SYS_CLASS_BLOCK / name / "holders"
+            if holder_dir.is_dir():
+                found += [_describe_holder(h.name) for h in sorted(holder_dir.iterdir())]
+        for line in _read(PROC / "swaps").splitlines()[1:]:
+            swap = line.split()[0]
+            if Path(swap).name in names or swap == str(self.path):
+                found.append(f"active swap {swap}")
+        return found
+
+
+def _describe_holder(kernel_name: str) -> str:
+    mapping = dm_mapping(kernel_name)
+    if mapping is not None:
+        return f"device-mapper mapping {mapping.name}"
+    return f"/dev/{kernel_name}"
 
 
 def _read(path: Path) -> str:

@@ -98,18 +98,19 @@ def existing_data(info: BlockInfo) -> list[str]:
 
 
 def check_not_in_use(info: BlockInfo) -> None:
-    """Refuse a mounted device or one under a mapping: --force never overrides this."""
+    """Refuse a mounted device, or one held by a mapping, a RAID array or swap: --force never
+    overrides this."""
     mounted = info.mountpoints()
     if mounted:
         raise DeviceBusyError(
             f"{info.path} is mounted on {', '.join(mounted)}",
             "unmount it first (and make sure it is the device you mean to erase)",
         )
-    held = info.holders()
-    if held:
+    users = info.users()
+    if users:
         raise DeviceBusyError(
-            f"{info.path} is in use by device-mapper mapping {', '.join(m.name for m in held)}",
-            "lock the volume ('imgvaultctl volume lock') or remove the mapping first",
+            f"{info.path} is in use by {', '.join(users)}",
+            "lock the volume ('imgvaultctl volume lock'), stop the array or swapoff first",
         )
 
 
