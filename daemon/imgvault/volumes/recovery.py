@@ -14,6 +14,7 @@ encrypted to a recipient's X.509 certificate as CMS EnvelopedData (RFC 5652; PEM
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -150,3 +151,36 @@ def encrypt_to_certificate(key: Secret, cert: x509.Certificate, path: Path) -> N
         .encrypt(Encoding.PEM, [pkcs7.PKCS7Options.Binary])
     )
     _create_private(path, envelope)
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where a new recovery key goes: printed once (`show`), a new 0600 `file`, or a CMS
+    envelope for `certificate` written to `path`."""
+
+    kind: str = "show"
+    path: Path | None = None
+    certificate: Path | None = None
+
+    def check(self) -> None:
+        """Fail before any keyslot is written if the key could not be delivered."""
+        if self.path is not None:
+            check_new_file(self.path)
+        if self.certificate is not None:
+            load_certificate(self.certificate)
+
+    def issue(self) -> Secret:
+        """A new recovery key, already written to its file or envelope when there is one."""
+        key = generate()
+        if self.path is not None:
+            if self.certificate is not None:
+                encrypt_to_certificate(key, load_certificate(self.certificate), self.path)
+            else:
+                write_file(key, self.path)
+        return key
+
+    def discard(self, key: Secret) -> None:
+        """Undo `issue` when the keyslot could not be made: that key opens nothing."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        key.wipe()

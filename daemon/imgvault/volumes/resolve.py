@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imgvault.errors import ImgvaultError
+from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import DeviceMissingError
 from imgvault.volumes.registry import VolumeRecord, find_volume, load_registry, save_registry
+
+DEV_BY_UUID = Path("/dev/disk/by-uuid")
 
 
 class UnknownVolumeError(ImgvaultError):
@@ -30,18 +33,35 @@ class VolumeTarget:
 
 def resolve_volume(name_or_device: str) -> VolumeTarget:
     record = find_volume(load_registry(), name_or_device)
-    device = record.device if record else name_or_device
-    if record is None and "/" not in name_or_device:
+    if record is not None:
+        return VolumeTarget(device=str(current_device(record)), record=record)
+    if "/" not in name_or_device:
         raise UnknownVolumeError(
             f"no volume named {name_or_device!r} in the registry",
             "give the device path instead (e.g. /dev/sdb), or see 'imgvaultctl volume list'",
         )
-    if not Path(device).exists():
+    if not Path(name_or_device).exists():
         raise DeviceMissingError(
-            f"{device} does not exist" + (f" (registered for {record.name})" if record else ""),
+            f"{name_or_device} does not exist",
             "check that the disk is attached; 'imgvaultctl status' lists block devices",
         )
-    return VolumeTarget(device=device, record=record)
+    return VolumeTarget(device=name_or_device, record=None)
+
+
+def current_device(record: VolumeRecord) -> Path:
+    """Where a registered volume is now. Device paths change across boots and another disk
+    may take the old path, so the LUKS UUID decides: udev's by-uuid link, else the recorded
+    path if the header there still has that UUID."""
+    by_uuid = DEV_BY_UUID / record.uuid
+    if by_uuid.exists():
+        return by_uuid.resolve()
+    device = Path(record.device)
+    if device.exists() and cryptsetup.probe_identity(device).get("UUID") == record.uuid:
+        return device
+    raise DeviceMissingError(
+        f"volume {record.name}: no device with LUKS UUID {record.uuid} (it was on {record.device})",
+        "check that the disk is attached; 'imgvaultctl status' lists block devices",
+    )
 
 
 def utc_now() -> str:
