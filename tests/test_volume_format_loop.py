@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from imgvault.devices.loop import LoopDevice
+from imgvault.filecrypt import format as filecrypt_format
 from imgvault.secret import Secret
 from imgvault.system.run import run
 from imgvault.volumes import cryptsetup, recovery
@@ -250,6 +251,7 @@ def test_recovery_key_encrypted_to_a_certificate_decrypts_with_openssl(
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(private.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()), False)
         .sign(private, hashes.SHA256())
     )  # fmt: skip
     cert_pem, key_pem = tmp_path / "escrow.pem", tmp_path / "escrow.key"
@@ -268,10 +270,13 @@ def test_recovery_key_encrypted_to_a_certificate_decrypts_with_openssl(
     )
     assert result.returncode == 0, result.stderr
     assert envelope.stat().st_mode & 0o777 == 0o600
-    assert envelope.read_bytes().startswith(b"-----BEGIN PKCS7-----")
+    assert envelope.read_bytes().startswith(b"\x30")  # DER ContentInfo
+    with envelope.open("rb") as f:  # the image format: AuthEnvelopedData, RSA-OAEP
+        parsed = filecrypt_format.parse(f, envelope.stat().st_size, str(envelope))
+    assert parsed is not None
     assert "RECOVERY KEY" not in result.stdout
     decrypted = subprocess.run(
-        ["openssl", "cms", "-decrypt", "-inform", "PEM", "-in", str(envelope),
+        ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(envelope),
          "-inkey", str(key_pem), "-recip", str(cert_pem)],
         capture_output=True, check=True,
     ).stdout  # fmt: skip

@@ -29,7 +29,7 @@ Two keyslots are made: the first passphrase (typed twice, or --key-file) and a g
 recovery key (240 bits, eight groups of six characters). The recovery key is printed once,
 or written to a new 0600 file (--recovery-key-file), or encrypted to a recipient's X.509
 certificate as CMS (--recovery-cert CERT --recovery-key-file OUT; read it back with
-'openssl cms -decrypt -in OUT -inkey KEY'). Store it away from the server.
+'openssl cms -decrypt -binary -inform DER -in OUT -inkey KEY'). Store it away from the server.
 
 Encryption sectors are 4096 bytes when the device writes 4096-byte physical sectors, else
 512 (a larger sector could be torn by a power cut); --sector-size overrides.
