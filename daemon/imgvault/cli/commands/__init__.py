@@ -20,3 +20,19 @@ def register_all(package: ModuleType, subparsers: Subparsers) -> None:
     """Call `register(subparsers)` of every module in `package`, in name order."""
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         importlib.import_module(f"{package.__name__}.{info.name}").register(subparsers)
+
+
+def add_command(
+    subparsers: Subparsers, name: str, *, help: str, description: str, json_output: bool = False
+) -> argparse.ArgumentParser:
+    """A command's parser, the same way everywhere: `description` printed as written (examples
+    keep their layout) and, for commands that report, `--json`."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print a JSON document instead")
+    return parser

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.cli.progress import Progress
 from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
@@ -158,11 +158,11 @@ def _is_encrypted(path: Path) -> bool:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo",
         help="encrypt a demo image store in a local directory (no disk, no root needed)",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dir", type=Path, default=Path("imgvault-demo"),

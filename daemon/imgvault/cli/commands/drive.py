@@ -2,7 +2,7 @@
 
 import argparse
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.devices.drives import DriveReport, list_drives, show_drive
 
@@ -116,26 +116,26 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "drive",
         help="self-encrypting drive (TCG OPAL) status and SMART health",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser(
+    listing = add_command(
+        actions,
         "list",
         help="every drive: SED kind, locking, MBR shadow, health, warnings",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        json_output=True,
     )
-    listing.add_argument("--json", action="store_true", help="print a JSON document instead")
     listing.set_defaults(handler=_run_list)
-    show = actions.add_parser(
+    show = add_command(
+        actions,
         "show",
         help="one drive in detail: every TCG feature, how it was queried, SMART",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("device", help="the whole drive, e.g. /dev/sda or /dev/nvme0n1")
     show.add_argument("--json", action="store_true", help="print a JSON document instead")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import format_table, print_json
 from imgvault.cli.passphrase import reader
 from imgvault.filecrypt.keystore import KeyStore
@@ -95,11 +95,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "key",
         help="create, import, list and export file-encryption keys",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     common = argparse.ArgumentParser(add_help=False)

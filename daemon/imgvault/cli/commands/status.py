@@ -3,7 +3,7 @@
 import argparse
 
 from imgvault import __version__
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.commands.drive import format_drive_table
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.devices.drives import list_drives
@@ -78,11 +78,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "status",
         help="show block devices and their encryption",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        json_output=True,
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON document instead")
     parser.set_defaults(handler=run_status)

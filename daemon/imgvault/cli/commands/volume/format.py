@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.interaction import add_key_file_option, confirm, new_passphrase
 from imgvault.cli.output import print_json
 from imgvault.cli.recovery_options import (
@@ -116,11 +116,8 @@ def run_format(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "format",
-        help="encrypt a device as a new LUKS2 volume",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "format", help="encrypt a device as a new LUKS2 volume", description=HELP
     )
     parser.add_argument("device", metavar="DEVICE", help="block device to encrypt")
     parser.add_argument("--name", required=True, help="the volume's name (and mapping name)")

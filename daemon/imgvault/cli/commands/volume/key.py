@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.interaction import add_key_file_option, new_passphrase, with_key
 from imgvault.cli.output import format_table, print_json
 from imgvault.cli.recovery_options import add_recovery_options, print_recovery_key, recovery_target
@@ -159,11 +159,8 @@ def _done(args: argparse.Namespace, document: dict[str, object], message: str) -
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "key",
-        help="list, add, change or remove passphrases",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "key", help="list, add, change or remove passphrases", description=HELP
     )
     actions = parser.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     for name, handler, summary in (

@@ -2,7 +2,7 @@
 
 import argparse
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import format_table, print_json
 from imgvault.volumes.lifecycle import VolumeState, list_volumes
 
@@ -61,11 +61,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "list",
         help="list registered volumes and their state",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        json_output=True,
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON document instead")
     parser.set_defaults(handler=run_list)

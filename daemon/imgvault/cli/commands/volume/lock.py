@@ -2,7 +2,7 @@
 
 import argparse
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import print_json
 from imgvault.volumes.lifecycle import lock_volume
 from imgvault.volumes.resolve import resolve_volume
@@ -41,12 +41,7 @@ def run_lock(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "lock",
-        help="unmount and close a volume",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "lock", help="unmount and close a volume", description=HELP)
     parser.add_argument("volume", metavar="NAME|DEVICE", help="volume name, device or UUID")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     parser.set_defaults(handler=run_lock)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.interaction import add_key_file_option, with_key
 from imgvault.cli.output import print_json
 from imgvault.volumes import recovery
@@ -63,12 +63,7 @@ def run_unlock(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "unlock",
-        help="open a volume and mount it",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "unlock", help="open a volume and mount it", description=HELP)
     parser.add_argument("volume", metavar="NAME|DEVICE", help="volume name, device or UUID")
     add_key_file_option(parser)
     parser.add_argument(
