@@ -22,9 +22,9 @@ from imgvault.volumes.reencrypt import (
     ProgressCallback,
     Target,
     active_keyslots,
+    open_mapping,
     reencrypt_volume,
     resume_reencryption,
-    volume_is_open,
 )
 from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
@@ -184,7 +184,7 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         volume=target.label,
         device=target.device,
         uuid=header.uuid,
-        description=f"{description}, {'online' if volume_is_open(target.device) else 'offline'}",
+        description=f"{description}, {'online' if open_mapping(header) else 'offline'}",
         pid=os.getpid(),
     )
     if args.background:
