@@ -25,6 +25,7 @@ TOOL_PACKAGES = {
     "umount": "mount",
     "smartctl": "smartmontools",
     "openssl": "openssl",
+    "systemd-escape": "systemd",
 }
 
 # Secrets fed through a pipe are written before the child starts; a pipe holds 64 KiB.
