@@ -1,12 +1,19 @@
 """Test tiers (see README, "Tests"): unmarked tests are unit tests and need nothing special;
 `loop` tests need root, cryptsetup and loop devices; `vm` tests need device-mapper and run only
-inside the User-Mode Linux guest booted by scripts/vm-test. A tier whose needs are missing
-fails, never skips, so CI cannot pass on a tier that did not run."""
+inside the User-Mode Linux guest booted by scripts/vm-test; `qemu` tests need emulated NVMe and
+SATA controllers and run only inside the QEMU guest booted by scripts/qemu-test. A tier whose
+needs are missing fails, never skips, so CI cannot pass on a tier that did not run."""
 
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +21,7 @@ from imgvault.devices.loop import LoopDevice, attach_loop, detach_loop
 from imgvault.volumes.luks import Pbkdf
 
 IN_VM = os.environ.get("IMGVAULT_IN_VM") == "1"
+IN_QEMU = os.environ.get("IMGVAULT_IN_QEMU") == "1"
 
 
 def _loop_tier_problems() -> list[str]:
@@ -33,6 +41,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(
             "vm tier: this test needs device-mapper and runs only inside the UML guest: "
             "scripts/vm-test -m vm (scripts/run-tests does this)",
+            pytrace=False,
+        )
+    if item.get_closest_marker("qemu") and not (IN_QEMU and os.geteuid() == 0):
+        pytest.fail(
+            "qemu tier: this test needs emulated NVMe and SATA disks and root; it runs only "
+            "inside the QEMU guest: scripts/qemu-test -m qemu (scripts/run-tests does this)",
             pytrace=False,
         )
     if item.get_closest_marker("loop") or item.get_closest_marker("vm"):
@@ -66,3 +80,60 @@ def make_loop(tmp_path: Path) -> Iterator[Callable[..., LoopDevice]]:
     yield make
     for loop in reversed(attached):
         detach_loop(loop)
+
+
+# Cheap argon2id for the volume commands under test (the shipped profiles keep 1 GiB and a
+# 2-second benchmark); pbkdf_iterations skips the benchmark.
+_TEST_PBKDF = 'pbkdf = "argon2id"\npbkdf_iterations = 4\npbkdf_memory_kib = 1024\n'
+
+
+@dataclass
+class VolumeEnv:
+    """A private state and config directory with a cheap-PBKDF test policy, and a way to run
+    `imgvaultctl` for real (a child process) inside it."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def registry(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads((self.state / "volumes.json").read_text())
+        return document["volumes"]
+
+    def key_file(self, name: str, content: bytes) -> Path:
+        path = self.root / name
+        path.write_bytes(content)
+        path.chmod(0o600)
+        return path
+
+    def ctl(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imgvault.cli.main", *args],
+            input=stdin.decode() if stdin is not None else None,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
+
+
+@pytest.fixture
+def volume_env(tmp_path: Path) -> VolumeEnv:
+    root = tmp_path / "imgvault"
+    (root / "config").mkdir(parents=True)
+    shipped = Path(__file__).resolve().parents[1] / "policies" / "default.toml"
+    policy = re.sub(
+        r'^pbkdf = "argon2id"\npbkdf_memory_kib = \d+[^\n]*\n',
+        _TEST_PBKDF,
+        shipped.read_text(),
+        flags=re.M,
+    )
+    assert len(re.findall(r"^pbkdf_iterations = 4$", policy, flags=re.M)) == 2
+    (root / "config" / "policy.toml").write_text(policy)
+    env = dict(os.environ)
+    env.update(IMGVAULT_STATE_DIR=str(root / "state"), IMGVAULT_CONFIG_DIR=str(root / "config"))
+    return VolumeEnv(root, env)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 
 def state_dir() -> Path:
-    """Registry, key store, header backups: $IMGVAULT_STATE_DIR or /var/lib/imgvault."""
-    return Path(os.environ.get("IMGVAULT_STATE_DIR", "/var/lib/imgvault"))
+    """Registry, key store, header backups: $IMGVAULT_STATE_DIR or /var/lib/imgvault (made 0700
+    by systemd-tmpfiles)."""
+    return Path(os.environ.get("IMGVAULT_STATE_DIR") or "/var/lib/imgvault")
 
 
 def config_dir() -> Path:
     """The admin's policy lives here: $IMGVAULT_CONFIG_DIR or /etc/imgvault."""
-    return Path(os.environ.get("IMGVAULT_CONFIG_DIR", "/etc/imgvault"))
+    return Path(os.environ.get("IMGVAULT_CONFIG_DIR") or "/etc/imgvault")

@@ -33,12 +33,24 @@ class Profile:
     pbkdf_parallel: int | None
     iter_time_ms: int | None
     sector_size: int
+    # Fixed PBKDF iterations (argon2: time cost) instead of a benchmark: test policies only.
+    pbkdf_iterations: int | None = None
 
-    def pbkdf_setting(self) -> Pbkdf:
+    def pbkdf_setting(self, memory_kib: int | None = None) -> Pbkdf:
+        """The PBKDF for new keyslots; `memory_kib` overrides the profile's argon2 memory."""
         if self.pbkdf == "pbkdf2":
-            return Pbkdf(kind="pbkdf2", hash=self.hash)
+            return Pbkdf(
+                kind="pbkdf2",
+                hash=self.hash,
+                iterations=self.pbkdf_iterations,
+                iter_time_ms=self.iter_time_ms,
+            )
         return Pbkdf(
-            kind=self.pbkdf, memory_kib=self.pbkdf_memory_kib, parallel=self.pbkdf_parallel
+            kind=self.pbkdf,
+            iterations=self.pbkdf_iterations,
+            memory_kib=memory_kib or self.pbkdf_memory_kib,
+            parallel=self.pbkdf_parallel,
+            iter_time_ms=self.iter_time_ms,
         )
 
 
@@ -83,7 +95,7 @@ def load_policy(path: Path | None = None) -> Policy:
         return Policy(source=source, volumes=_volume_policy(document["volumes"]))
     except OSError as error:
         raise PolicyError(f"cannot read policy {source}: {error.strerror}") from None
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as error:
+    except (tomllib.TOMLDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise PolicyError(
             f"invalid policy {source}: {error!r}",
             f"compare it with the shipped {SHIPPED_POLICY}",
@@ -102,6 +114,7 @@ def _volume_policy(section: dict[str, Any]) -> VolumePolicy:
             pbkdf_parallel=p.get("pbkdf_parallel"),
             iter_time_ms=p.get("iter_time_ms"),
             sector_size=int(p.get("sector_size", 512)),
+            pbkdf_iterations=p.get("pbkdf_iterations"),
         )
         for name, p in section["profiles"].items()
     }

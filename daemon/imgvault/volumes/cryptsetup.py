@@ -157,6 +157,29 @@ def add_key(
     return _reported_keyslot(result, "created", device)
 
 
+def change_key(
+    device: str | Path, old_key: Secret, new_key: Secret, *, pbkdf: Pbkdf = DEFAULT_PBKDF
+) -> int:
+    """Replace the passphrase `old_key` with `new_key`; returns the keyslot now holding it
+    (LUKS2 rewrites the same slot when it can)."""
+    old_fd, new_fd = SecretFd(old_key), SecretFd(new_key)
+    args = ["luksChangeKey", "--verbose", *pbkdf.cryptsetup_args(), f"--key-file={old_fd.open()}"]
+    result = _cryptsetup(
+        [*args, "--", str(device), new_fd.open()], device, fd_secrets=(old_fd, new_fd)
+    )
+    return _reported_keyslot(result, "created", device)
+
+
+def kill_slot(device: str | Path, keyslot: int, remaining_key: Secret) -> None:
+    """Wipe `keyslot`, authorised by `remaining_key`, which must open another keyslot (so the
+    volume stays openable; in batch mode cryptsetup would otherwise ask for nothing)."""
+    _cryptsetup(
+        ["luksKillSlot", "--key-file=-", "--", str(device), str(keyslot)],
+        device,
+        key=remaining_key,
+    )
+
+
 # --- Header backups and re-encryption (volume header / volume reencrypt) ---
 
 

@@ -58,7 +58,7 @@ def error_for(result: CommandResult, device: str) -> CryptsetupError:
         return WrongKeyError(
             f"no keyslot of {device} opens with this passphrase or key file",
             "check the passphrase (and keyboard layout) or key file; if it is lost, use the "
-            "recovery key; 'imgvaultctl volume keys list' shows the keyslots",
+            "recovery key; 'imgvaultctl volume key list' shows the keyslots",
         )
     if "is not a valid LUKS device" in stderr or "not supported for this device type" in stderr:
         return not_luks(device)

@@ -18,7 +18,8 @@ class Pbkdf:
     """A key-derivation setting, as requested for a new keyslot or read from one.
 
     For argon2i/argon2id `iterations` is the time cost; `memory_kib` and `parallel` apply only
-    to them. An unset `iterations` lets cryptsetup benchmark for its default unlock time.
+    to them. An unset `iterations` lets cryptsetup benchmark for `iter_time_ms` (its own default
+    when unset); a set one skips the benchmark, which is for tests only.
     """
 
     kind: str = "argon2id"
@@ -26,11 +27,14 @@ class Pbkdf:
     iterations: int | None = None
     memory_kib: int | None = None
     parallel: int | None = None
+    iter_time_ms: int | None = None
 
     def cryptsetup_args(self) -> list[str]:
         args = ["--pbkdf", self.kind]
         if self.iterations is not None:
             args += ["--pbkdf-force-iterations", str(self.iterations)]
+        elif self.iter_time_ms is not None:
+            args += ["--iter-time", str(self.iter_time_ms)]
         if self.memory_kib is not None:
             args += ["--pbkdf-memory", str(self.memory_kib)]
         if self.parallel is not None:

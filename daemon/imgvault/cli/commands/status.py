@@ -4,7 +4,9 @@ import argparse
 
 from imgvault import __version__
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands.drive import format_drive_table
 from imgvault.cli.output import format_table, human_size, print_json
+from imgvault.devices.drives import list_drives
 from imgvault.devices.inventory import BlockDevice, list_block_devices
 from imgvault.volumes.compliance import ComplianceCheck, Finding, format_findings
 
@@ -17,12 +19,22 @@ Below the table, each LUKS volume that breaks the policy (weak cipher, LUKS1, lo
 iterations, no recovery key, too few keyslots, header backup missing or stale, re-encryption
 interrupted) is listed with the command that fixes it (--json: "compliance" per device).
 
-Run as root: reading LUKS headers needs it. Without root, encryption shows as "unknown".
+Then every physical drive: its self-encryption (SED kind: Opal 2, Opal 1, Enterprise, Pyrite,
+none, unknown), whether locking is enabled, locked, the MBR shadow, SMART health, and policy
+warnings (see `imgvaultctl drive --help`). Each drive query is bounded by a timeout.
+
+Run as root: reading LUKS headers and querying drives need it. Without root, both show as
+"unknown".
 
 examples:
   imgvaultctl status
   imgvaultctl status --json | jq '.devices[] | select(.encrypted) | .encryption.cipher_description'
+  imgvaultctl status --json | jq '.drives[] | {path, sed: .sed.kind, warnings}'
 """
+
+
+# Seconds per smartctl call in `status`: a hung drive must not hang the overview.
+STATUS_SMART_TIMEOUT = 5.0
 
 
 def _row(device: BlockDevice) -> list[str]:
@@ -46,6 +58,7 @@ def run_status(args: argparse.Namespace) -> int:
     if encrypted:  # only then: reading the registry may need root
         compliance = ComplianceCheck()
         findings = {path: compliance.check(header) for path, header in encrypted}
+    drives = list_drives(smart_timeout=STATUS_SMART_TIMEOUT)
     if args.json:
         print_json(
             {
@@ -54,12 +67,16 @@ def run_status(args: argparse.Namespace) -> int:
                     {**d.to_json(), "compliance": [f.to_json() for f in findings.get(d.path, [])]}
                     for d in devices
                 ],
+                "drives": [d.to_json() for d in drives],
             }
         )
         return 0
     headers = ["DEVICE", "SIZE", "TYPE", "MODEL / SERIAL", "MOUNTED ON", "ENCRYPTION"]
     print(format_table(headers, [_row(d) for d in devices]))
     print(format_findings(findings))
+    if drives:
+        print()
+        print(format_drive_table(drives))
     return 0
 
 

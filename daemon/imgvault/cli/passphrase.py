@@ -1,0 +1,42 @@
+"""Passphrases for the CLI: from a file or descriptor (`--passphrase-file /dev/fd/3`), or typed
+at a terminal. Never from argv or the environment."""
+
+import getpass
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from imgvault.errors import ImgvaultError
+from imgvault.secret import Secret
+
+
+def from_file(path: Path) -> Secret:
+    """The first line of `path`, without its line ending."""
+    try:
+        with path.open("rb") as f:
+            line = f.readline()
+    except OSError as error:
+        raise ImgvaultError(
+            f"{path}: cannot read the passphrase file: {error.strerror}",
+            "give a readable file (mode 0600) or /dev/fd/N",
+        ) from None
+    return Secret(line.rstrip(b"\r\n"))
+
+
+def reader(path: Path | None, prompt: str, *, confirm: bool = False) -> Callable[[], Secret]:
+    """A function that fetches the passphrase when (and only if) it is needed."""
+
+    def read() -> Secret:
+        if path is not None:
+            return from_file(path)
+        if not sys.stdin.isatty():
+            raise ImgvaultError(
+                "a passphrase is needed and there is no terminal to ask for it",
+                "give --passphrase-file FILE (or /dev/fd/N from a pipe)",
+            )
+        first = Secret(getpass.getpass(prompt))
+        if confirm and Secret(getpass.getpass("Repeat: ")) != first:
+            raise ImgvaultError("the passphrases differ", "type the same passphrase twice")
+        return first
+
+    return read

@@ -1,0 +1,174 @@
+"""Encrypt, decrypt and rewrap in constant memory (one CHUNK buffer whatever the file size).
+
+Decryption writes plaintext only to the caller's destination, which must be a temporary file
+that the caller publishes after this returns: the GCM tag is checked at the very end, so a
+return means every byte written is authentic, and an exception means none may be used.
+"""
+
+import io
+import os
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from imgvault.filecrypt import format as fmt
+from imgvault.filecrypt.errors import AuthenticationError, FilecryptError, MalformedError
+from imgvault.filecrypt.recipients import Recipient, unwrap
+from imgvault.secret import Secret
+
+CHUNK = 1 << 20
+
+
+class FileChangedError(FilecryptError):
+    """The source changed size while it was read: the result would not match any version."""
+
+
+def encrypt(
+    src: io.BufferedIOBase, dst: BinaryIO, info: fmt.FileInfo, recipients: Sequence[Recipient]
+) -> None:
+    """Write the encryption of exactly `info.size` bytes of `src` to `dst`."""
+    if not recipients:
+        raise FilecryptError("no recipients", "give at least one --recipient certificate")
+    content_key = Secret(os.urandom(fmt.KEY_BYTES))
+    nonce = os.urandom(fmt.NONCE_BYTES)
+    try:
+        infos = fmt.recipient_infos(
+            [r.wrap(content_key) for r in recipients],
+            fmt.file_info_recipient(info, content_key),
+        )
+        encryptor = Cipher(algorithms.AES(content_key.reveal()), modes.GCM(nonce)).encryptor()
+    finally:
+        content_key.wipe()
+    prefix, suffix = fmt.frame(infos, nonce, info.size, b"")
+    dst.write(prefix)
+    buf = bytearray(CHUNK)
+    out = bytearray(CHUNK + 15)
+    view, out_view = memoryview(buf), memoryview(out)
+    remaining = info.size
+    while remaining:
+        n = src.readinto(view[: min(CHUNK, remaining)])
+        if not n:
+            raise FileChangedError(
+                f"the file shrank while it was encrypted ({remaining} bytes missing)",
+                "something is writing to it; encrypt it again once it is complete",
+            )
+        m = encryptor.update_into(view[:n], out_view)
+        dst.write(out_view[:m])
+        remaining -= n
+    if src.read(1):
+        raise FileChangedError(
+            "the file grew while it was encrypted",
+            "something is writing to it; encrypt it again once it is complete",
+        )
+    encryptor.finalize()
+    dst.write(suffix + encryptor.tag)
+
+
+def _open(
+    env: fmt.Envelope, key: rsa.RSAPrivateKey, name: str, cert: x509.Certificate | None
+) -> tuple[Secret, fmt.FileInfo | None]:
+    """The content key and the verified file facts (checked before any plaintext exists)."""
+    content_key = unwrap(env.recipients, key, name, cert)
+    try:
+        return content_key, env.verified_file_info(content_key, name)
+    except BaseException:
+        content_key.wipe()
+        raise
+
+
+def _gcm(content_key: Secret, env: fmt.Envelope) -> "Cipher[modes.GCM]":
+    try:
+        return Cipher(algorithms.AES(content_key.reveal()), modes.GCM(env.nonce, env.tag))
+    finally:
+        content_key.wipe()
+
+
+def _pump(
+    src: io.BufferedIOBase,
+    env: fmt.Envelope,
+    *,
+    cipher: "Cipher[modes.GCM]",
+    plain: BinaryIO | None,
+    copy: BinaryIO | None,
+    name: str,
+) -> None:
+    """Run the ciphertext through the decryptor; plaintext to `plain`, ciphertext to `copy`."""
+    decryptor = cipher.decryptor()
+    if env.auth_attrs:
+        decryptor.authenticate_additional_data(fmt.aad_of(env.auth_attrs))
+    buf = bytearray(CHUNK)
+    out = bytearray(CHUNK + 15)
+    view, out_view = memoryview(buf), memoryview(out)
+    for offset, length in env.segments:
+        src.seek(offset)
+        remaining = length
+        while remaining:
+            n = src.readinto(view[: min(CHUNK, remaining)])
+            if not n:
+                raise MalformedError(f"{name}: the file ends inside its content", "it is truncated")
+            if copy is not None:
+                copy.write(view[:n])
+            m = decryptor.update_into(view[:n], out_view)
+            if plain is not None:
+                plain.write(out_view[:m])
+            remaining -= n
+    try:
+        decryptor.finalize()
+    except InvalidTag:
+        raise AuthenticationError(
+            f"{name}: authentication failed: the file was altered or damaged",
+            "no plaintext was kept; restore the file from a backup or replica",
+        ) from None
+
+
+def decrypt(
+    src: io.BufferedIOBase,
+    size: int,
+    name: str,
+    key: rsa.RSAPrivateKey,
+    dst: BinaryIO | None,
+    *,
+    cert: x509.Certificate | None = None,
+) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
+    """Decrypt `src` into `dst` (None: verify only). Raises unless everything verifies."""
+    env = fmt.parse(src, size, name)
+    content_key, info = _open(env, key, name, cert)
+    _pump(src, env, cipher=_gcm(content_key, env), plain=dst, copy=None, name=name)
+    return env, info
+
+
+def rewrap(
+    src: io.BufferedIOBase,
+    size: int,
+    name: str,
+    key: rsa.RSAPrivateKey,
+    dst: BinaryIO,
+    *,
+    recipients: Sequence[Recipient],
+    cert: x509.Certificate | None = None,
+) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
+    """Write `src` to `dst` with new recipients and the same ciphertext, facts and tag.
+
+    The recipient infos are not part of the GCM input, and the file-info MAC is keyed by the
+    content key, which does not change: nothing is re-encrypted. The content is still
+    decrypted on the way (and discarded) so that a damaged file is refused, not rewrapped.
+    """
+    if not recipients:
+        raise FilecryptError("no recipients", "give at least one --recipient certificate")
+    env = fmt.parse(src, size, name)
+    content_key, info = _open(env, key, name, cert)
+    try:
+        ktris = [r.wrap(content_key) for r in recipients]
+    except BaseException:
+        content_key.wipe()
+        raise
+    infos = fmt.recipient_infos(ktris, env.file_info_recipient)
+    prefix, suffix = fmt.frame(infos, env.nonce, env.content_length, env.auth_attrs)
+    dst.write(prefix)
+    _pump(src, env, cipher=_gcm(content_key, env), plain=None, copy=dst, name=name)
+    dst.write(suffix + env.tag)
+    return env, info

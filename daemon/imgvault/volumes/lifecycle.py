@@ -1,0 +1,476 @@
+"""The volume lifecycle engine: format, unlock, lock and list the volumes imgvault manages.
+
+The CLI and the daemon call these; they never print or prompt. Every check that can refuse an
+operation runs before the first write, so a refused command leaves the disk as it was.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imgvault.devices.blockdev import BlockInfo, block_info, devno_of, processes_using
+from imgvault.devices.inventory import MOUNTINFO, mountpoints_by_devno
+from imgvault.errors import ImgvaultError
+from imgvault.policy import Profile, load_policy
+from imgvault.secret import Secret
+from imgvault.system.run import run
+from imgvault.volumes import cryptsetup, recovery
+from imgvault.volumes.errors import DeviceBusyError, DeviceMissingError, OutOfMemoryError
+from imgvault.volumes.header import backup_header
+from imgvault.volumes.luks import LuksHeader
+from imgvault.volumes.mappings import DmMapping
+from imgvault.volumes.registry import (
+    VolumeRecord,
+    find_volume,
+    load_registry,
+    save_registry,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# cryptsetup refuses a larger argon2 memory cost outright.
+ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
+MEMINFO = Path("/proc/meminfo")
+
+
+class VolumeError(ImgvaultError):
+    pass
+
+
+class DataPresentError(VolumeError):
+    exit_code = 5
+
+
+class VolumeInUseError(VolumeError):
+    exit_code = 5
+
+
+class NotRegisteredError(VolumeError):
+    exit_code = 4
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- format -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where the new recovery key goes: printed once (`show`), a new 0600 `file`, or a CMS
+    envelope for `certificate` written to `path`."""
+
+    kind: str = "show"
+    path: Path | None = None
+    certificate: Path | None = None
+
+
+@dataclass
+class FormatRequest:
+    device: Path
+    name: str
+    key: Secret
+    profile: Profile
+    label: str | None = None
+    sector_size: int | None = None  # None: from the profile and the device
+    pbkdf_memory_kib: int | None = None  # None: the profile's
+    force: bool = False  # the admin confirmed that existing data may be destroyed
+    recovery: RecoveryTarget = field(default_factory=RecoveryTarget)
+    mkfs: str | None = None
+    mountpoint: Path | None = None
+
+
+@dataclass
+class FormatResult:
+    record: VolumeRecord
+    header: LuksHeader
+    sector_size_reason: str
+    recovery_keyslot: int
+    recovery_key: Secret | None  # only when it is to be shown (kind "show")
+    recovery_file: Path | None
+    header_backup: Path
+
+
+def existing_data(info: BlockInfo) -> list[str]:
+    """What `volume format` would destroy on the device, in words ([] for a blank device)."""
+    found = []
+    identity = cryptsetup.probe_identity(info.path)
+    kind = identity.get("TYPE")
+    if kind == "crypto_LUKS":
+        found.append(f"a LUKS{identity.get('VERSION', '')} header (UUID {identity.get('UUID')})")
+    elif kind:
+        label = f", label {identity['LABEL']!r}" if identity.get("LABEL") else ""
+        found.append(f"a {kind} file system or signature{label}")
+    if identity.get("PTTYPE"):
+        found.append(f"a {identity['PTTYPE']} partition table")
+    parts = info.partitions()
+    if parts:
+        found.append(f"partitions {', '.join(parts)}")
+    return found
+
+
+def check_not_in_use(info: BlockInfo) -> None:
+    """Refuse a mounted device or one under a mapping: --force never overrides this."""
+    mounted = info.mountpoints()
+    if mounted:
+        raise DeviceBusyError(
+            f"{info.path} is mounted on {', '.join(mounted)}",
+            "unmount it first (and make sure it is the device you mean to erase)",
+        )
+    held = info.holders()
+    if held:
+        raise DeviceBusyError(
+            f"{info.path} is in use by device-mapper mapping {', '.join(m.name for m in held)}",
+            "lock the volume ('imgvaultctl volume lock') or remove the mapping first",
+        )
+
+
+def inspect_for_format(device: Path, force: bool) -> tuple[BlockInfo, list[str]]:
+    """The device and the data a format would destroy; refuses a device in use, and one that
+    holds data unless `force`."""
+    info = block_info(device)
+    check_not_in_use(info)
+    found = existing_data(info)
+    if found and not force:
+        raise DataPresentError(
+            f"{info.path} holds {'; '.join(found)}",
+            "formatting destroys it: check the device, then add --force (and confirm, or --yes)",
+        )
+    return info, found
+
+
+def choose_sector_size(profile: Profile, info: BlockInfo, requested: int | None) -> tuple[int, str]:
+    """The encryption sector size and why. cryptsetup accepts 4096 even on a device with
+    512-byte physical sectors, where a power cut could tear one encryption sector; like
+    cryptsetup's own default, imgvault uses 4096 only where the hardware writes 4096."""
+    if requested is not None:
+        if requested not in (512, 1024, 2048, 4096):
+            raise VolumeError(
+                f"invalid sector size {requested}", "use 512 or 4096 (powers of two, 512-4096)"
+            )
+        if requested < info.logical_block_size:
+            raise VolumeError(
+                f"sector size {requested} is below the device's logical block size "
+                f"{info.logical_block_size}",
+                f"use --sector-size {info.logical_block_size}",
+            )
+        return requested, "requested with --sector-size"
+    wanted = profile.sector_size
+    if wanted <= 512:
+        return 512, f"profile {profile.name} asks for 512"
+    if info.logical_block_size >= wanted or info.physical_block_size >= wanted:
+        if info.size_bytes % wanted == 0:
+            return wanted, (
+                f"device sectors are {info.logical_block_size}/{info.physical_block_size} bytes "
+                "(logical/physical)"
+            )
+        return info.logical_block_size, f"device size is not a multiple of {wanted}"
+    return 512, (
+        f"device has {info.physical_block_size}-byte physical sectors; {wanted} could tear "
+        "on power loss"
+    )
+
+
+def available_memory_kib() -> int:
+    for line in MEMINFO.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def check_pbkdf_memory(memory_kib: int | None, kind: str) -> None:
+    """Refuse an argon2 memory cost this machine cannot give before anything is written:
+    a keyslot that needs more memory than the host has could never be opened here."""
+    if memory_kib is None or not kind.startswith("argon2"):
+        return
+    hint = (
+        "lower it (--pbkdf-memory KIB or pbkdf_memory_kib in the policy); the shipped "
+        "profiles use 1048576 (1 GiB)"
+    )
+    if memory_kib > ARGON2_MAX_MEMORY_KIB:
+        raise OutOfMemoryError(
+            f"PBKDF memory cost {memory_kib} KiB is above cryptsetup's maximum "
+            f"{ARGON2_MAX_MEMORY_KIB} KiB",
+            hint,
+        )
+    available = available_memory_kib()
+    if memory_kib > available:
+        raise OutOfMemoryError(
+            f"PBKDF memory cost {memory_kib} KiB is more than this machine can give "
+            f"({available} KiB available)",
+            hint,
+        )
+
+
+def _check_name(name: str, device: Path, records: dict[str, VolumeRecord], force: bool) -> None:
+    if not _NAME.match(name):
+        raise VolumeError(
+            f"invalid volume name {name!r}",
+            "use up to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
+        )
+    other = records.get(name)
+    if other is not None and not (force and other.device == str(device)):
+        raise VolumeError(
+            f"a volume named {name!r} is already registered (on {other.device})",
+            "choose another --name; 'imgvaultctl volume list' shows the registered ones",
+        )
+
+
+def format_volume(request: FormatRequest) -> FormatResult:
+    """Encrypt a device: LUKS2 header with the profile, the first passphrase in keyslot 0, a
+    recovery key in its own keyslot, a header backup, a registry record; optionally a file
+    system. Refuses before writing anything if the device is in use or holds data and
+    `force` is not set."""
+    policy = load_policy()
+    info, _ = inspect_for_format(request.device, request.force)
+    records = load_registry()
+    _check_name(request.name, info.path, records, request.force)
+    if len(request.key) == 0:
+        raise VolumeError("the passphrase is empty", "give a non-empty passphrase")
+    pbkdf = request.profile.pbkdf_setting(request.pbkdf_memory_kib)
+    check_pbkdf_memory(pbkdf.memory_kib, pbkdf.kind)
+    sector_size, reason = choose_sector_size(request.profile, info, request.sector_size)
+    if request.mkfs not in (None, "ext4"):
+        raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
+    target = request.recovery
+    cert = None
+    if target.kind in ("file", "certificate") and target.path is not None:
+        recovery.check_new_file(target.path)
+    if target.kind == "certificate" and target.certificate is not None:
+        cert = recovery.load_certificate(target.certificate)
+
+    recovery_key = recovery.generate()
+    if target.path is not None:
+        if cert is not None:
+            recovery.encrypt_to_certificate(recovery_key, cert, target.path)
+        else:
+            recovery.write_file(recovery_key, target.path)
+    try:
+        header = cryptsetup.luks_format(
+            info.path,
+            request.key,
+            cipher=request.profile.cipher,
+            key_bits=request.profile.key_bits,
+            hash_name=request.profile.hash,
+            pbkdf=pbkdf,
+            sector_size=sector_size,
+            label=request.label or request.name,
+        )
+        recovery_slot = cryptsetup.add_key(info.path, request.key, recovery_key, pbkdf=pbkdf)
+    except BaseException:
+        if target.path is not None:
+            target.path.unlink(missing_ok=True)
+        recovery_key.wipe()
+        raise
+    header = cryptsetup.read_header(info.path)
+    stale = [n for n, r in records.items() if r.device == str(info.path)]
+    for old in stale:
+        del records[old]
+    created = now_utc()
+    record = VolumeRecord(
+        name=request.name,
+        uuid=header.uuid,
+        device=str(info.path),
+        profile=request.profile.name,
+        created=created,
+        mountpoint=str(request.mountpoint) if request.mountpoint else None,
+        recovery_keyslot=recovery_slot,
+        last_key_change=created,
+    )
+    backup = backup_header(record, policy.volumes.header_backup_dir)
+    record.header_backup, record.header_backup_time = str(backup), now_utc()
+    records[record.name] = record
+    save_registry(records)
+    if request.mkfs:
+        _make_filesystem(record, request.key, request.mkfs)
+        record.filesystem = request.mkfs
+        records[record.name] = record
+        save_registry(records)
+    return FormatResult(
+        record=record,
+        header=header,
+        sector_size_reason=reason,
+        recovery_keyslot=recovery_slot,
+        recovery_key=recovery_key if target.kind == "show" else None,
+        recovery_file=target.path,
+        header_backup=backup,
+    )
+
+
+def _make_filesystem(record: VolumeRecord, key: Secret, kind: str) -> None:
+    mapped = cryptsetup.open_volume(record.device, record.name, key)
+    try:
+        run([f"mkfs.{kind}", "-q", "-L", record.name[:16], str(mapped)], check=True)
+    finally:
+        cryptsetup.close_volume(record.name)
+
+
+# --- finding volumes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A volume addressed by name, device path or UUID: its record (if registered), the
+    device it is on now, and the /dev/mapper name it opens as."""
+
+    record: VolumeRecord | None
+    device: Path
+    mapping_name: str
+
+    @property
+    def label(self) -> str:
+        return self.record.name if self.record else str(self.device)
+
+
+def _device_of(record: VolumeRecord) -> Path:
+    """Where the volume is now: device paths can change across boots, the LUKS UUID not."""
+    by_uuid = Path("/dev/disk/by-uuid") / record.uuid
+    if by_uuid.exists():
+        return by_uuid.resolve()
+    device = Path(record.device)
+    if device.exists() and cryptsetup.probe_identity(device).get("UUID") == record.uuid:
+        return device
+    raise DeviceMissingError(
+        f"volume {record.name}: no device with LUKS UUID {record.uuid} (it was on {record.device})",
+        "attach the disk; 'imgvaultctl status' lists the devices present",
+    )
+
+
+def resolve(name_or_device: str) -> Target:
+    """A registered volume by name, device or UUID, or an unregistered LUKS device by path."""
+    record = find_volume(load_registry(), name_or_device)
+    if record is not None:
+        return Target(record, _device_of(record), record.name)
+    device = Path(name_or_device)
+    if "/" not in name_or_device:
+        raise NotRegisteredError(
+            f"no volume named {name_or_device!r} is registered",
+            "'imgvaultctl volume list' shows the registered volumes; a device path works too",
+        )
+    block_info(device)
+    header = cryptsetup.read_header(device)
+    return Target(None, device, f"luks-{header.uuid}")
+
+
+def open_mapping(device: Path) -> DmMapping | None:
+    """The dm-crypt mapping open on `device`, if any."""
+    return next((m for m in block_info(device).holders() if m.is_crypt), None)
+
+
+# --- unlock / lock ------------------------------------------------------------------------
+
+
+@dataclass
+class UnlockResult:
+    target: Target
+    already: bool
+    tested_only: bool
+    keyslot: int | None
+    mapping: Path | None
+    mountpoint: str | None
+
+
+def unlock_volume(target: Target, key: Secret, *, test_only: bool = False) -> UnlockResult:
+    """Check `key` (`test_only`) or open the volume and mount its recorded mount point.
+    Opening an open volume is not an error: it reports `already` and mounts if needed."""
+    if test_only:
+        slot = cryptsetup.test_key(target.device, key)
+        return UnlockResult(target, False, True, slot, None, None)
+    mapping = open_mapping(target.device)
+    already = mapping is not None
+    if mapping is None:
+        mapped = cryptsetup.open_volume(target.device, target.mapping_name, key)
+    else:
+        mapped = mapping.path
+    mountpoint = target.record.mountpoint if target.record else None
+    if mountpoint and not _mounted_at(mapped, mountpoint):
+        try:
+            Path(mountpoint).mkdir(mode=0o755, parents=True, exist_ok=True)
+            run(["mount", "--", str(mapped), mountpoint], check=True)
+        except (OSError, ImgvaultError) as error:
+            if not already:
+                cryptsetup.close_volume(target.mapping_name)
+            raise VolumeError(
+                f"{target.label} opened but could not be mounted on {mountpoint}: {error}",
+                "check the file system (fsck) and the mount point; the volume was locked again",
+            ) from None
+    return UnlockResult(target, already, False, None, mapped, mountpoint)
+
+
+def _mapped_devno(mapped: Path) -> str:
+    return devno_of(mapped.resolve().name)
+
+
+def _mounted_at(mapped: Path, mountpoint: str) -> bool:
+    return mountpoint in mountpoints_by_devno(MOUNTINFO).get(_mapped_devno(mapped), [])
+
+
+@dataclass
+class LockResult:
+    target: Target
+    already: bool
+    unmounted: list[str]
+
+
+def lock_volume(target: Target) -> LockResult:
+    """Unmount and close the volume; refuse, naming them, while processes use its files.
+    Locking a locked volume is not an error."""
+    mapping = open_mapping(target.device)
+    if mapping is None:
+        return LockResult(target, True, [])
+    devno = devno_of(mapping.kernel_name)
+    users = processes_using(devno)
+    if users:
+        listed = "; ".join(f"pid {u.pid} ({u.command}) {u.path}" for u in users)
+        raise VolumeInUseError(
+            f"{target.label} is in use: {listed}",
+            "stop those processes (or 'fuser -vm' the mount point), then lock again",
+        )
+    mounted = mountpoints_by_devno(MOUNTINFO).get(devno, [])
+    for mountpoint in reversed(mounted):
+        result = run(["umount", "--", mountpoint])
+        if not result.ok:
+            raise VolumeInUseError(
+                f"cannot unmount {mountpoint}: {result.stderr.strip()}",
+                f"'fuser -vm {mountpoint}' names the processes using it",
+            )
+    cryptsetup.close_volume(mapping.name)
+    return LockResult(target, False, mounted)
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VolumeState:
+    record: VolumeRecord
+    state: str  # locked, unlocked, missing
+    device: str | None
+    mapping: str | None
+    mounted_on: list[str]
+
+
+def list_volumes() -> list[VolumeState]:
+    states = []
+    for record in load_registry().values():
+        try:
+            device = _device_of(record)
+        except ImgvaultError:
+            states.append(VolumeState(record, "missing", None, None, []))
+            continue
+        mapping = open_mapping(device)
+        mounted: Sequence[str] = ()
+        if mapping is not None:
+            mounted = mountpoints_by_devno(MOUNTINFO).get(devno_of(mapping.kernel_name), [])
+        states.append(
+            VolumeState(
+                record,
+                "unlocked" if mapping else "locked",
+                str(device),
+                str(mapping.path) if mapping else None,
+                list(mounted),
+            )
+        )
+    return states
