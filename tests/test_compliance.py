@@ -13,7 +13,7 @@ from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.compliance import check_volume, format_findings
-from imgvault.volumes.header_backup import backup_header
+from imgvault.volumes.header import backup_header
 from imgvault.volumes.jobs import Job
 from imgvault.volumes.luks import Pbkdf, parse_luks2
 from imgvault.volumes.registry import VolumeRecord, save_registry
@@ -67,7 +67,7 @@ def test_registry_findings_recovery_key_and_backups(tmp_path: Path) -> None:
     assert {"no-recovery-key", "no-header-backup"} <= set(codes(unregistered))
     gone = check_volume(header, record(header_backup=str(tmp_path / "gone")), POLICY)
     assert "header-backup-missing" in codes(gone)
-    stale = record(last_key_change="2026-11-25T12:00:00Z")
+    stale = record(last_key_change="2026-11-25T12:00:00+00:00")  # formats mix
     assert "header-backup-stale" in codes(check_volume(header, stale, POLICY))
     fine = check_volume(header, record(), POLICY)
     assert not {"no-recovery-key", "no-header-backup", "header-backup-stale"} & set(codes(fine))
@@ -131,7 +131,7 @@ def test_a_compliant_registered_volume_has_no_findings(make_loop, env) -> None:
     strong = Pbkdf(kind="argon2id", iterations=4, memory_kib=32 * 1024, parallel=1)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=strong)
     slot = cryptsetup.add_key(loop.path, PASS, Secret("recovery"), pbkdf=strong)
-    backup = backup_header(loop.path, env / "backups", "pacs")
+    backup = backup_header(loop.path, env / "backups")
     uuid = cryptsetup.luks_uuid(loop.path)
     save_registry(
         {"pacs": record(uuid=uuid, device=str(loop.path), recovery_keyslot=slot,

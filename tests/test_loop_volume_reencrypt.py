@@ -94,6 +94,7 @@ def test_a_missing_keyslot_passphrase_or_a_wrong_one_changes_nothing(
     assert "recovery key too" in caught.value.hint
     key_file = tmp_path / "key"
     key_file.write_bytes(PASS.reveal())
+    key_file.chmod(0o600)
     wrong = imgvaultctl(
         "volume", "reencrypt", "pacs", "--profile", "aes-256-xts", "--key-file", str(key_file),
         "--key-file", "-", stdin=b"not the recovery key",

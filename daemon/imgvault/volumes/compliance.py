@@ -7,6 +7,7 @@ names the problem, how bad it is and the command that fixes it.
 """
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,9 @@ def _backup_findings(record: VolumeRecord | None, name: str) -> list[Finding]:
                 fix,
             )
         ]
-    if record.last_key_change and record.header_backup_time < record.last_key_change:
+    if record.last_key_change and _instant(record.header_backup_time) < _instant(
+        record.last_key_change
+    ):
         return [
             Finding(
                 "header-backup-stale",
@@ -154,6 +157,11 @@ def _backup_findings(record: VolumeRecord | None, name: str) -> list[Finding]:
             )
         ]
     return []
+
+
+def _instant(timestamp: str) -> datetime:
+    """Registry times are ISO 8601 UTC, written as ...Z or ...+00:00."""
+    return datetime.fromisoformat(timestamp)
 
 
 def _reencryption_findings(header: LuksHeader, name: str, job: Job | None) -> list[Finding]:

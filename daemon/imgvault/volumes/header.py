@@ -1,6 +1,7 @@
 """LUKS header backups: the header and keyslots are the only way into the data, so a damaged
 header without a backup loses the volume. Backups are 0600 files in a 0700 directory."""
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,3 +34,16 @@ def backup_header(record_or_device: VolumeRecord | str | Path, backup_dir: Path)
     finally:
         partial.unlink(missing_ok=True)
     return final
+
+
+def latest_backup(backup_dir: Path, stems: tuple[str, ...]) -> Path | None:
+    """The newest backup in `backup_dir` named after one of `stems` (volume name, LUKS UUID)."""
+    if not backup_dir.is_dir():
+        return None
+    found = [
+        (match.group(1), path)
+        for path in backup_dir.iterdir()
+        for stem in stems
+        if (match := re.fullmatch(re.escape(stem) + r"-(\d{8}T\d{12}Z)\.luksheader", path.name))
+    ]
+    return max(found)[1] if found else None

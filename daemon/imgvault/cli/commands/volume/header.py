@@ -9,14 +9,16 @@ from imgvault.cli.interaction import confirm
 from imgvault.cli.output import print_json
 from imgvault.policy import load_policy
 from imgvault.volumes import cryptsetup
-from imgvault.volumes.header_backup import backup_header, latest_backup
+from imgvault.volumes.errors import DeviceMissingError
+from imgvault.volumes.header import backup_header, latest_backup
 from imgvault.volumes.header_verify import (
     HeaderBackupError,
     HeaderComparison,
     compare_header,
     plan_restore,
 )
-from imgvault.volumes.resolve import VolumeTarget, resolve_volume, update_record, utc_now
+from imgvault.volumes.lifecycle import Target, now_utc, resolve
+from imgvault.volumes.registry import find_volume, load_registry, update_record
 
 HELP = """\
 A LUKS header holds the only wrapped copies of the volume key: if it is overwritten (a stray
@@ -25,7 +27,8 @@ off the disk it describes, and make a new one after every key change ('imgvaultc
 flags volumes whose backup is missing or older than their last key change).
 
   backup   write the header to a new 0600 file in the policy's header_backup_dir
-           (NAME.UUID.TIMESTAMP.luksheader) and record it in the registry
+           (NAME-TIMESTAMP.luksheader; UUID-TIMESTAMP for an unregistered device) and
+           record it in the registry
   verify   compare a backup with the device: UUID, volume key, keyslots, segments;
            exits 1 and lists each difference when they differ
   restore  write a backup over the device's header, after checking it is of this volume
@@ -34,7 +37,7 @@ flags volumes whose backup is missing or older than their last key change).
 examples:
   imgvaultctl volume header backup pacs-store
   imgvaultctl volume header verify pacs-store            # against the latest backup
-  imgvaultctl volume header restore /dev/sdb /srv/backups/pacs-store.<uuid>.<time>.luksheader
+  imgvaultctl volume header restore /dev/sdb /srv/backups/pacs-store-<time>.luksheader
 """
 
 
@@ -43,28 +46,32 @@ def _backup_dir(args: argparse.Namespace) -> Path:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    target = resolve_volume(args.volume)
+    target = resolve(args.volume)
     uuid = cryptsetup.luks_uuid(target.device)
-    path = backup_header(
-        target.device, _backup_dir(args), target.record.name if target.record else uuid
-    )
+    path = backup_header(target.record or target.device, _backup_dir(args))
     if target.record:
-        update_record(target.record.name, header_backup=str(path), header_backup_time=utc_now())
+        update_record(target.record.name, header_backup=str(path), header_backup_time=now_utc())
     if args.json:
         print_json(
-            {"volume": target.label, "device": target.device, "uuid": uuid, "backup": str(path)}
+            {
+                "volume": target.label,
+                "device": str(target.device),
+                "uuid": uuid,
+                "backup": str(path),
+            }
         )
     else:
         print(f"header of {target.label} ({target.device}) backed up to {path}")
     return 0
 
 
-def _chosen_backup(args: argparse.Namespace, target: VolumeTarget) -> Path:
+def _chosen_backup(args: argparse.Namespace, target: Target) -> Path:
     if args.backup:
         return Path(args.backup)
     if target.record and target.record.header_backup:
         return Path(target.record.header_backup)
-    found = latest_backup(_backup_dir(args), cryptsetup.luks_uuid(target.device))
+    stems = (target.label, cryptsetup.luks_uuid(target.device))
+    found = latest_backup(_backup_dir(args), stems)
     if found is None:
         raise HeaderBackupError(
             f"no header backup of {target.label} found",
@@ -81,7 +88,7 @@ def _print_comparison(comparison: HeaderComparison) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    target = resolve_volume(args.volume)
+    target = resolve(args.volume)
     comparison = compare_header(_chosen_backup(args, target), target.device)
     if args.json:
         print_json(comparison.to_json())
@@ -95,8 +102,19 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if comparison.matches else 1
 
 
+def _restore_target(name_or_device: str) -> Target:
+    """Like `resolve`, without reading the header: restoring is for a header that is gone."""
+    record = find_volume(load_registry(), name_or_device)
+    device = Path(record.device if record else name_or_device)
+    if not device.exists():
+        raise DeviceMissingError(
+            f"{device} does not exist", "check the path; 'imgvaultctl status' lists block devices"
+        )
+    return Target(record, device, record.name if record else device.name)
+
+
 def run_restore(args: argparse.Namespace) -> int:
-    target = resolve_volume(args.volume)
+    target = _restore_target(args.volume)
     backup = Path(args.backup)
     comparison = plan_restore(backup, target.device, force=args.force)
     if comparison is not None and comparison.matches:

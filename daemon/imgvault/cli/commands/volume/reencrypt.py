@@ -7,16 +7,19 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from imgvault.cli.commands import Subparsers
-from imgvault.cli.interaction import ask_passphrase, read_key_file
 from imgvault.cli.output import human_size, print_json
+from imgvault.cli.secrets import PROMPT_TRIES, prompt, read_key_file
 from imgvault.errors import ImgvaultError
 from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import WrongKeyError
 from imgvault.volumes.jobs import Job, job_path, save_job
+from imgvault.volumes.lifecycle import Target as VolumeTarget
+from imgvault.volumes.lifecycle import resolve
 from imgvault.volumes.reencrypt import (
     Progress,
     ProgressCallback,
@@ -26,7 +29,6 @@ from imgvault.volumes.reencrypt import (
     reencrypt_volume,
     resume_reencryption,
 )
-from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
 HELP = """\
 Re-encrypt a LUKS2 volume in place, with its data kept:
@@ -54,34 +56,36 @@ examples:
   imgvaultctl volume reencrypt pacs-store --resume
 """
 
-_TRIES = 3
 Work = Callable[[ProgressCallback], object]
 
 
 def _collect_keys(args: argparse.Namespace, target: VolumeTarget, slots: list[int]) -> list[Secret]:
-    """Key files as given, else one prompted passphrase per keyslot (3 tries each)."""
+    """Key files as given, else a prompted passphrase per keyslot (3 tries each)."""
     if args.key_file:
         return [read_key_file(path) for path in args.key_file]
-    keys: list[Secret] = []
+    opened: dict[int, Secret] = {}
     for slot in slots:
-        if any(_opens(target.device, key) == slot for key in keys):
+        if slot in opened:
             continue
-        for attempt in range(1, _TRIES + 1):
-            key = ask_passphrase(f"Passphrase for keyslot {slot} of {target.label}: ")
-            if _opens(target.device, key) is not None:
-                keys.append(key)
+        for attempt in range(1, PROMPT_TRIES + 1):
+            key = prompt(f"Passphrase for keyslot {slot} of {target.label}")
+            found = _opens(target.device, key)
+            if found is not None:
+                opened.setdefault(found, key)
                 break
-            print(f"wrong passphrase ({attempt}/{_TRIES})", file=sys.stderr)
+            key.wipe()
+            print(f"wrong passphrase ({attempt}/{PROMPT_TRIES})", file=sys.stderr)
         else:
             raise WrongKeyError(
-                f"no keyslot of {target.device} opens with the passphrases typed",
+                f"no keyslot of {target.device} opens with the passphrases typed "
+                f"({PROMPT_TRIES} tries)",
                 "check the keyboard layout; if a passphrase is lost, remove its keyslot with "
                 "the recovery key first",
             )
-    return keys
+    return list(opened.values())
 
 
-def _opens(device: str, key: Secret) -> int | None:
+def _opens(device: Path, key: Secret) -> int | None:
     try:
         return cryptsetup.test_key(device, key)
     except WrongKeyError:
@@ -140,7 +144,7 @@ def _detach() -> bool:
 
 
 def run_reencrypt(args: argparse.Namespace) -> int:
-    target = resolve_volume(args.volume)
+    target = resolve(args.volume)
     header = cryptsetup.read_header(target.device)
     policy = load_policy().volumes
     if args.resume:
@@ -182,7 +186,7 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         id=f"reencrypt-{re.sub(r'[^A-Za-z0-9_.-]', '_', target.label)}-{stamp}",
         kind="reencrypt",
         volume=target.label,
-        device=target.device,
+        device=str(target.device),
         uuid=header.uuid,
         description=f"{description}, {'online' if open_mapping(header) else 'offline'}",
         pid=os.getpid(),
