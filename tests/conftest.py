@@ -137,3 +137,11 @@ def volume_env(tmp_path: Path) -> VolumeEnv:
     env = dict(os.environ)
     env.update(IMGVAULT_STATE_DIR=str(root / "state"), IMGVAULT_CONFIG_DIR=str(root / "config"))
     return VolumeEnv(root, env)
+
+
+@pytest.fixture
+def volume_env_here(volume_env: VolumeEnv, monkeypatch: pytest.MonkeyPatch) -> VolumeEnv:
+    """`volume_env` for the engine calls the test makes itself, as well as for `ctl`."""
+    for name in ("IMGVAULT_STATE_DIR", "IMGVAULT_CONFIG_DIR"):
+        monkeypatch.setenv(name, volume_env.env[name])
+    return volume_env

@@ -4,7 +4,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -127,8 +126,7 @@ def test_fstab_entry_and_conflicting_mount_point(tmp_path: Path) -> None:
 
 
 @pytest.mark.loop
-def test_cli_dry_run_then_write_then_idempotent(make_loop, fast_pbkdf, tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(tmp_path / "state"))
+def test_cli_dry_run_then_write_then_idempotent(make_loop, fast_pbkdf, tmp_path, volume_env_here):
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, Secret("pw"), pbkdf=fast_pbkdf)
     uuid = cryptsetup.luks_uuid(loop.path)
@@ -143,10 +141,9 @@ def test_cli_dry_run_then_write_then_idempotent(make_loop, fast_pbkdf, tmp_path,
     before = (crypttab.read_bytes(), fstab.read_bytes())
 
     def ctl(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "imgvault.cli.main", "volume", "crypttab", "pacs-store",
-             "--crypttab", str(crypttab), "--fstab", str(fstab), *extra],
-            capture_output=True, text=True, check=False, env=os.environ.copy(),
+        return volume_env_here.ctl(
+            "volume", "crypttab", "pacs-store", "--crypttab", str(crypttab), "--fstab", str(fstab),
+            *extra,
         )  # fmt: skip
 
     dry = ctl("--dry-run")
@@ -162,3 +159,13 @@ def test_cli_dry_run_then_write_then_idempotent(make_loop, fast_pbkdf, tmp_path,
     assert again.stdout.count("already up to date") == 2
     bad = ctl("--timeout", "soon")
     assert bad.returncode == 1 and "invalid device timeout 'soon'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["header", "reencrypt", "crypttab"])
+def test_volume_ops_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from imgvault.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as caught:
+        cli_main.main(["volume", command, "--help"])
+    assert caught.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -25,20 +25,8 @@ CHILD = Path(__file__).with_name("reencrypt_child.py")
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("IMGVAULT_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path / "state"
-
-
-def imgvaultctl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", *args],
-        input=stdin, capture_output=True, check=False, env=os.environ.copy(),
-    )  # fmt: skip
-    return subprocess.CompletedProcess(
-        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
-    )
+def state(volume_env_here):  # private state/config dirs, for ctl() and the test's own calls
+    return volume_env_here
 
 
 def volume_with_recovery(make_loop, fast_pbkdf, size_mib: int = 32) -> Path:
@@ -92,10 +80,8 @@ def test_a_missing_keyslot_passphrase_or_a_wrong_one_changes_nothing(
     with pytest.raises(ReencryptError, match=r"keyslot\(s\) 1 .* would drop") as caught:
         reencrypt_volume(device, [PASS], target)
     assert "recovery key too" in caught.value.hint
-    key_file = tmp_path / "key"
-    key_file.write_bytes(PASS.reveal())
-    key_file.chmod(0o600)
-    wrong = imgvaultctl(
+    key_file = state.key_file("key", PASS.reveal())
+    wrong = state.ctl(
         "volume", "reencrypt", "pacs", "--profile", "aes-256-xts", "--key-file", str(key_file),
         "--key-file", "-", stdin=b"not the recovery key",
     )  # fmt: skip
@@ -106,16 +92,16 @@ def test_a_missing_keyslot_passphrase_or_a_wrong_one_changes_nothing(
 
 def test_cli_refusals(make_loop, fast_pbkdf, state) -> None:
     device = volume_with_recovery(make_loop, fast_pbkdf)
-    unknown = imgvaultctl("volume", "reencrypt", "pacs", "--profile", "aes-512-magic")
+    unknown = state.ctl("volume", "reencrypt", "pacs", "--profile", "aes-512-magic")
     assert unknown.returncode == 78
     assert "unknown cipher profile 'aes-512-magic'" in unknown.stderr
     assert "aes-128-xts, aes-256-xts" in unknown.stderr
-    same = imgvaultctl("volume", "reencrypt", "pacs", "--profile", "aes-128-xts")
+    same = state.ctl("volume", "reencrypt", "pacs", "--profile", "aes-128-xts")
     assert same.returncode == 0 and "nothing to do" in same.stdout
-    nothing = imgvaultctl("volume", "reencrypt", str(device), "--resume")
+    nothing = state.ctl("volume", "reencrypt", str(device), "--resume")
     assert nothing.returncode == 0 and "no re-encryption to resume" in nothing.stdout
     plain = make_loop(8)
-    not_luks = imgvaultctl("volume", "reencrypt", str(plain.path), "--rotate-key")
+    not_luks = state.ctl("volume", "reencrypt", str(plain.path), "--rotate-key")
     assert not_luks.returncode == 1 and "is not a LUKS volume" in not_luks.stderr
 
 
@@ -149,11 +135,11 @@ def test_sigkilled_reencryption_is_detected_and_resumed(make_loop, fast_pbkdf, s
     assert header.reencryption is not None
     assert header.reencryption.mode == "reencrypt"
 
-    status = json.loads(imgvaultctl("status", "--json").stdout)
+    status = json.loads(state.ctl("status", "--json").stdout)
     entry = next(d for d in status["devices"] if d["path"] == str(device))
     assert "reencrypt-interrupted" in [f["code"] for f in entry["compliance"]]
 
-    resumed = imgvaultctl(
+    resumed = state.ctl(
         "volume", "reencrypt", "pacs", "--resume", "--key-file", "-", "--progress-json",
         stdin=RECOVERY.reveal(),
     )  # fmt: skip

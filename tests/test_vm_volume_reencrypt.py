@@ -22,28 +22,11 @@ pytestmark = pytest.mark.vm
 PASS = Secret("online reencrypt passphrase")
 RECOVERY = Secret("RECOVERY-9999-8888")
 CHILD = Path(__file__).with_name("reencrypt_child.py")
-FAST_POLICY_PROFILE = """
-[volumes.profiles.aes-256-xts]
-cipher = "aes-xts-plain64"
-key_bits = 512
-hash = "sha256"
-pbkdf = "pbkdf2"
-sector_size = 4096
-"""
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("IMGVAULT_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path
-
-
-def imgvaultctl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", *args],
-        input=stdin, capture_output=True, check=False, env=os.environ.copy(),
-    )  # fmt: skip
+def env(volume_env_here):  # private state/config dirs (cheap argon2id), for ctl() and engine
+    return volume_env_here
 
 
 def fill(mnt: Path, total_mib: int) -> dict[str, str]:
@@ -94,24 +77,17 @@ def close_reopen_and_checksum(device: Path, name: str, mnt: Path, key: Secret) -
         cryptsetup.close_volume(name)
 
 
-def test_online_reencrypt_in_background_to_aes_256_xts(make_loop, fast_pbkdf, env: Path) -> None:
-    (env / "config").mkdir()
-    shipped = (Path(__file__).parents[1] / "policies" / "default.toml").read_text()
-    head = shipped.split("[volumes.profiles.aes-256-xts]")[0]
-    (env / "config" / "policy.toml").write_text(head + FAST_POLICY_PROFILE)
-    device, _mapped, mnt = open_mounted_volume(make_loop, fast_pbkdf, env, "vmpacs", 96)
-    sums = fill(mnt, 40)
-    keys = env / "keys"
-    keys.mkdir(mode=0o700)
-    (keys / "pass").write_bytes(PASS.reveal())
-    (keys / "recovery").write_bytes(RECOVERY.reveal())
-    started = imgvaultctl(
+def test_online_reencrypt_in_background_to_aes_256_xts(make_loop, fast_pbkdf, env) -> None:
+    device, _mapped, mnt = open_mounted_volume(make_loop, fast_pbkdf, env.root, "vmpacs", 64)
+    sums = fill(mnt, 32)
+    started = env.ctl(
         "volume", "reencrypt", "vmpacs", "--profile", "aes-256-xts", "--background",
-        "--key-file", str(keys / "pass"), "--key-file", str(keys / "recovery"),
+        "--key-file", str(env.key_file("pass", PASS.reveal())),
+        "--key-file", str(env.key_file("recovery", RECOVERY.reveal())),
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
-    assert b"started in the background" in started.stdout
-    jobs_dir = env / "state" / "jobs"
+    assert "started in the background" in started.stdout
+    jobs_dir = env.state / "jobs"
     seen_states = set()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -138,10 +114,10 @@ def test_online_reencrypt_in_background_to_aes_256_xts(make_loop, fast_pbkdf, en
 
 
 def test_online_reencrypt_sigkilled_midway_resumes_with_every_file_intact(
-    make_loop, fast_pbkdf, env: Path
+    make_loop, fast_pbkdf, env
 ) -> None:
-    device, _mapped, mnt = open_mounted_volume(make_loop, fast_pbkdf, env, "vmkill", 128)
-    sums = fill(mnt, 64)
+    device, _mapped, mnt = open_mounted_volume(make_loop, fast_pbkdf, env.root, "vmkill", 96)
+    sums = fill(mnt, 48)
     child = subprocess.Popen(
         [sys.executable, str(CHILD), str(device), "512", "1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
@@ -161,19 +137,19 @@ def test_online_reencrypt_sigkilled_midway_resumes_with_every_file_intact(
     assert killed_at is not None, f"the run ended before it could be killed part-way: {seen}"
     header = cryptsetup.read_header(device)
     assert header.reencryption is not None  # the header knows it is unfinished
-    findings = json.loads(imgvaultctl("status", "--json").stdout)
+    findings = json.loads(env.ctl("status", "--json").stdout)
     entry = next(d for d in findings["devices"] if d["path"] == str(device))
     assert "reencrypt-interrupted" in [f["code"] for f in entry["compliance"]]
 
     # The killed run left cryptsetup's helper mappings under the mounted file system:
     # resuming needs the mapping reopened, which is refused while it is mounted.
-    refused = imgvaultctl("volume", "reencrypt", "vmkill", "--resume", "--key-file", "-",
+    refused = env.ctl("volume", "reencrypt", "vmkill", "--resume", "--key-file", "-",
                           stdin=PASS.reveal())  # fmt: skip
     assert refused.returncode == 1
-    assert b"half-switched" in refused.stderr and b"unmount the file system" in refused.stderr
+    assert "half-switched" in refused.stderr and "unmount the file system" in refused.stderr
     assert checksums(mnt) == sums  # still readable through the half-switched stack
     run(["umount", str(mnt)], check=True)
-    resumed = imgvaultctl(
+    resumed = env.ctl(
         "volume", "reencrypt", "vmkill", "--resume", "--key-file", "-", "--json",
         stdin=PASS.reveal(),
     )  # fmt: skip
