@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from imgvault.secret import Secret
+from imgvault.system.run import run
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.header_verify import compare_header
 from imgvault.volumes.jobs import load_jobs
@@ -155,3 +156,30 @@ def test_sigkilled_reencryption_is_detected_and_resumed(make_loop, fast_pbkdf, s
     assert record.recovery_keyslot == cryptsetup.test_key(device, RECOVERY)
     jobs = load_jobs()
     assert [job.effective_state for job in jobs] == ["finished"]
+
+
+def test_sigterm_stops_cryptsetup_at_a_safe_point_and_resume_finishes(
+    make_loop, fast_pbkdf, state
+) -> None:
+    loop = make_loop(256)
+    cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
+    key = state.key_file("key", PASS.reveal())
+    ctl = subprocess.Popen(
+        [sys.executable, "-m", "imgvault.cli.main", "volume", "reencrypt", str(loop.path),
+         "--rotate-key", "--key-file", str(key), "--progress-json", "--hotzone-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=state.env,
+    )  # fmt: skip
+    assert ctl.stdout is not None
+    first = json.loads(ctl.stdout.readline())
+    ctl.terminate()
+    assert ctl.wait(timeout=60) == 143, (first, ctl.stdout.read(), ctl.stderr.read())
+    assert first["percent"] < 100
+    # imgvaultctl waited for its cryptsetup: no re-encryption is running any more.
+    assert run(["pgrep", "-f", f"cryptsetup.*reencrypt.*{loop.path}"]).returncode == 1
+    assert cryptsetup.read_header(loop.path).reencryption is not None
+    [job] = load_jobs()
+    assert job.effective_state == "failed" and "run --resume" in (job.error or "")
+    resumed = state.ctl("volume", "reencrypt", str(loop.path), "--resume", "--key-file", str(key))
+    assert resumed.returncode == 0, resumed.stderr
+    assert cryptsetup.read_header(loop.path).reencryption is None
+    assert cryptsetup.test_key(loop.path, PASS) >= 0

@@ -4,8 +4,10 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,6 +114,8 @@ def _progress_printer(args: argparse.Namespace, job: Job) -> ProgressCallback:
 
 
 def _run_job(args: argparse.Namespace, target: VolumeTarget, job: Job, work: Work) -> int:
+    # SIGTERM (kill, systemd stopping): stop cryptsetup at a safe point, then exit 143.
+    signal.signal(signal.SIGTERM, lambda _signo, _frame: sys.exit(128 + signal.SIGTERM))
     try:
         work(_progress_printer(args, job))
     except ImgvaultError as error:
@@ -119,9 +123,11 @@ def _run_job(args: argparse.Namespace, target: VolumeTarget, job: Job, work: Wor
         save_job(job)
         raise
     except BaseException:
-        job.state, job.error = "failed", "interrupted"
+        job.state, job.error = "failed", "stopped by a signal: run --resume to finish"
         save_job(job)
         raise
+    if sys.stderr.isatty() and not args.progress_json:
+        print(file=sys.stderr)  # end the progress line
     job.state = "finished"
     save_job(job)
     header = cryptsetup.read_header(target.device)
@@ -165,10 +171,14 @@ def run_reencrypt(args: argparse.Namespace) -> int:
             )
         if args.rotate_key:
             profile = policy.profile(target.record.profile if target.record else None)
-            plan = Target.rotation(header, profile.pbkdf_setting())
+            plan = replace(
+                Target.rotation(header, profile.pbkdf_setting()), hotzone_mib=args.hotzone_size
+            )
             description = f"rotate the volume key ({header.cipher_description})"
         else:
-            plan = Target.from_profile(policy.profile(args.profile))
+            plan = replace(
+                Target.from_profile(policy.profile(args.profile)), hotzone_mib=args.hotzone_size
+            )
             if (plan.cipher, plan.key_bits) == (header.cipher, header.key_bits):
                 print(
                     f"{target.label} is already {header.cipher_description}: nothing to do "
@@ -228,6 +238,13 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--background", action="store_true", help="detach; progress in a job file")
     parser.add_argument(
         "--progress-json", action="store_true", help="print progress as JSON lines on stdout"
+    )
+    parser.add_argument(
+        "--hotzone-size",
+        type=int,
+        metavar="MIB",
+        help="re-encrypt at most MIB per step (default: cryptsetup's, up to the whole device): "
+        "smaller steps pause I/O more briefly online and let SIGTERM stop sooner",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report at the end")
     parser.set_defaults(handler=run_reencrypt)
