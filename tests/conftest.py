@@ -6,7 +6,9 @@ needs are missing fails, never skips, so CI cannot pass on a tier that did not r
 
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -119,6 +121,32 @@ class VolumeEnv:
             env=self.env,
             check=False,
         )
+
+    def on_terminal(self, args: list[str], answers: list[bytes]) -> tuple[int, str]:
+        """Run imgvaultctl with a pseudo-terminal as its controlling terminal, typing
+        `answers` at each prompt; its exit code and everything it printed."""
+        pid, fd = pty.fork()
+        if pid == 0:  # child
+            os.execve(  # noqa: S606  (the test is the terminal)
+                sys.executable, [sys.executable, "-m", "imgvault.cli.main", *args], self.env
+            )
+        output = b""
+        pending = list(answers)
+        while True:
+            ready, _, _ = select.select([fd], [], [], 30)
+            if not ready:
+                break
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and chunk.rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0) + b"\n")
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
 
 
 @pytest.fixture

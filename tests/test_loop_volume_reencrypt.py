@@ -183,3 +183,17 @@ def test_sigterm_stops_cryptsetup_at_a_safe_point_and_resume_finishes(
     assert resumed.returncode == 0, resumed.stderr
     assert cryptsetup.read_header(loop.path).reencryption is None
     assert cryptsetup.test_key(loop.path, PASS) >= 0
+
+
+def test_prompts_ask_each_keyslot_with_three_tries(make_loop, fast_pbkdf, state) -> None:
+    device = volume_with_recovery(make_loop, fast_pbkdf)
+    snapshot = device.read_bytes()[: 16 << 20]
+    args = ["volume", "reencrypt", "pacs", "--rotate-key"]
+    code, output = state.on_terminal(args, [b"one", b"two", b"three"])
+    assert code == 2 and output.count("Passphrase for keyslot 0 of pacs:") == 3, output
+    assert "(3 tries)" in output and "wrong passphrase (2/3)" in output
+    assert device.read_bytes()[: 16 << 20] == snapshot
+    code, output = state.on_terminal(args, [PASS.reveal(), b"typo", RECOVERY.reveal()])
+    assert code == 0, output
+    assert "Passphrase for keyslot 1 of pacs:" in output and "re-encryption finished" in output
+    assert load_registry()["pacs"].recovery_keyslot == cryptsetup.test_key(device, RECOVERY)
