@@ -125,7 +125,8 @@ def _keyslot_findings(
                 WARNING,
                 "no recovery key on record"
                 + ("" if record else " (the volume is not in imgvault's registry)"),
-                f"add a recovery key (imgvaultctl volume key add {name}) and record its keyslot",
+                f"add a passphrase kept offline as the recovery key: imgvaultctl volume key "
+                f"add {name} (volume format makes one)",
             )
         )
     return findings

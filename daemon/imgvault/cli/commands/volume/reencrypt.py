@@ -201,20 +201,24 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         description=f"{description}, {'online' if open_mapping(header) else 'offline'}",
         pid=os.getpid(),
     )
-    if args.background:
-        if not _detach():
-            print(f"{target.label}: {job.description}: started in the background")
-            print(f"follow it with 'imgvaultctl status' or in {job_path(job.id)}")
-            return 0
-        job.pid = os.getpid()
+    try:
+        if args.background:
+            if not _detach():
+                print(f"{target.label}: {job.description}: started in the background")
+                print(f"follow it with 'imgvaultctl status' or in {job_path(job.id)}")
+                return 0
+            job.pid = os.getpid()
+            save_job(job)
+            try:
+                _run_job(args, target, job, work)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
         save_job(job)
-        try:
-            _run_job(args, target, job, work)
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    save_job(job)
-    return _run_job(args, target, job, work)
+        return _run_job(args, target, job, work)
+    finally:
+        for key in keys:
+            key.wipe()
 
 
 def register(subparsers: Subparsers) -> None:
