@@ -21,6 +21,7 @@ from imgvault.devices.drives import (
 from imgvault.devices.security_transport import SecurityProbe
 from imgvault.devices.smart import SmartHealth, health_from_device
 from imgvault.devices.tcg_discovery import parse_discovery
+from imgvault.system.run import ToolMissingError
 from test_tcg_discovery import load_hex
 
 SMART_FIXTURES = Path(__file__).parent / "fixtures" / "smart"
@@ -99,6 +100,10 @@ def test_bus_classification(tmp_path: Path) -> None:
     assert classify_bus("vda", "/sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda", {}) == (
         "virtio"
     )
+    virtio_scsi = tmp_path / "virtio8" / "host0"
+    (virtio_scsi / "device").mkdir(parents=True)
+    (virtio_scsi / "device" / "vendor").write_text("QEMU    \n")
+    assert classify_bus("sda", str(virtio_scsi), {}) == "scsi"
     (tmp_path / "device").mkdir()
     (tmp_path / "device" / "vendor").write_text("ATA     \n")
     assert classify_bus("sda", str(tmp_path), {}) == "ata"
@@ -195,3 +200,28 @@ def test_status_lists_drives_next_to_devices(capsys: pytest.CaptureFixture[str])
     assert cli_main.main(["status"]) == 0
     out = capsys.readouterr().out
     assert "ENCRYPTION" in out and "DRIVE" in out and "HEALTH" in out
+
+
+def test_missing_smartctl_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(path: str, timeout: float) -> SmartHealth:
+        raise ToolMissingError("smartctl is not installed", "apt-get install smartmontools")
+
+    monkeypatch.setattr(drives_module, "read_smart", missing)
+    reports = drives_module.list_drives()
+    assert reports
+    for drive in reports:
+        assert drive.smart.health == (
+            "unknown: smartctl is not installed; apt-get install smartmontools"
+        )
+
+
+def test_tcg_answer_without_a_known_ssc_is_unknown_with_the_reason() -> None:
+    tper_only = parse_discovery(
+        (64 - 4).to_bytes(4, "big") + bytes(44) + bytes.fromhex("0001 10 0c 01") + bytes(11)
+    )
+    probe = SecurityProbe("kernel sed-opal", None, tper_only, ("supported",), (), None)
+    sed = sed_status(probe)
+    assert sed.kind == "unknown"
+    assert sed.summary() == "unknown: TCG responds, but no Security Subsystem Class is listed"
+    assert sed.locking_enabled is None and sed.mbr_shadow == "-"
+    assert sed.to_json()["probe"]["kernel_flags"] == ["supported"]

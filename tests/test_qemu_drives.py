@@ -1,7 +1,9 @@
 """The real drive paths inside the QEMU guest (scripts/qemu-test): an emulated NVMe controller
-(serial NVME0001) and an AHCI SATA disk (serial SATA0001). Neither implements TCG security, so
-the sed-opal ioctls, NVMe Security Receive, SECURITY PROTOCOL IN and ATA TRUSTED RECEIVE must
-all run and honestly end in "no TCG security protocol"; SMART must say PASSED.
+(serial NVME0001), an AHCI SATA disk (SATA0001), a virtio-scsi disk (SCSI0001) and a USB
+mass-storage disk (USB0001). None implements TCG security, so the sed-opal ioctls, NVMe Security
+Receive, SECURITY PROTOCOL IN and ATA TRUSTED RECEIVE must all run and honestly end in "no TCG
+security protocol"; SMART must say PASSED where the device has SMART. The USB disk must get the
+"behind a USB bridge" verdict, not "no SED".
 
 Each test first proves its command path works with a command the emulated drive does implement
 (Identify, INQUIRY, ATA IDENTIFY DEVICE), so that "not supported" cannot come from a wrong ioctl
@@ -98,8 +100,12 @@ def test_sg_io_and_ata_pass_through_work_identify_device() -> None:
         ident = sg_io_read(fd, ata_pass_through_12_cdb(0xEC, 0, 1, 0), 512, "IDENTIFY")
     serial = bytes(b for i in range(20, 40, 2) for b in (ident[i + 1], ident[i]))
     assert serial.decode().strip() == "SATA0001"  # words 10-19, byte-swapped ATA string
-    trusted_computing = int.from_bytes(ident[96:98], "little") & 1  # word 48 bit 0
-    assert trusted_computing == 0
+    # libata announces Trusted Computing (and so translates SECURITY PROTOCOL IN) only for
+    # ATA-8 and later drives with word 48 bit 0 (ata_id_has_trusted). QEMU's disk claims ATA-7
+    # (word 80), where word 48 bit 0 is the old "doubleword I/O" flag QEMU sets.
+    major_version = int.from_bytes(ident[160:162], "little").bit_length() - 1
+    assert major_version == 7
+    assert int.from_bytes(ident[96:98], "little") & 1 == 1
 
 
 def test_scsi_security_protocol_in_is_refused_by_libata() -> None:
@@ -131,6 +137,32 @@ def test_drive_report_says_no_tcg_and_smart_passed(
     assert drive.warnings == ["not a self-encrypting drive: protect data at rest with LUKS"]
 
 
+def test_virtio_scsi_disk_is_asked_by_scsi_security_protocol_in(
+    drives: dict[str, DriveReport],
+) -> None:
+    drive = drives["SCSI0001"]
+    assert drive.bus == "scsi"
+    assert drive.sed.kind == "none"
+    assert drive.sed.reason == "no TCG security protocol (security commands not implemented)"
+    assert drive.sed.probe is not None
+    assert drive.sed.probe.notes[-1] == (
+        "SCSI SECURITY PROTOCOL IN failed: ILLEGAL REQUEST, invalid command operation code"
+    )
+    assert drive.smart.health.startswith("unknown")  # QEMU's SCSI disk reports no SMART status
+
+
+def test_usb_disk_is_reported_as_behind_a_bridge(drives: dict[str, DriveReport]) -> None:
+    drive = drives["USB0001"]
+    assert drive.bus == "usb"
+    assert drive.sed.kind == "unknown"
+    assert drive.sed.reason == "behind a USB bridge: security commands do not pass"
+    assert drive.warnings[0].startswith("behind a USB bridge: security commands do not pass")
+    assert drive.smart.health == (
+        "unknown: no SMART: smartctl cannot identify the device type (virtio and most USB "
+        "bridges have none)"
+    )
+
+
 def test_nvme_ssd_wear_from_smart(drives: dict[str, DriveReport]) -> None:
     smart = drives["NVME0001"].smart
     assert (smart.media, smart.wear_percent_used, smart.model) == ("SSD", 0, "QEMU NVMe Ctrl")
@@ -147,9 +179,14 @@ def _cli_json(*argv: str) -> dict[str, object]:
 def test_cli_drive_list_show_and_status_json() -> None:
     listed = _cli_json("drive", "list", "--json")
     kinds = {d["serial"]: d["sed"]["kind"] for d in listed["drives"]}  # type: ignore[attr-defined]
-    assert kinds == {"NVME0001": "none", "SATA0001": "none"}
+    assert kinds == {
+        "NVME0001": "none",
+        "SATA0001": "none",
+        "SCSI0001": "none",
+        "USB0001": "unknown",
+    }
     shown = _cli_json("drive", "show", _by_serial("SATA0001"), "--json")
     assert shown["smart"]["health"] == "PASSED"  # type: ignore[index]
     status = _cli_json("status", "--json")
-    assert {d["serial"] for d in status["drives"]} == {"NVME0001", "SATA0001"}  # type: ignore[attr-defined]
+    assert {d["serial"] for d in status["drives"]} == set(kinds)  # type: ignore[attr-defined]
     assert status["devices"]

@@ -13,6 +13,8 @@ from imgvault.devices.security_transport import (
     NVME_IOCTL_ADMIN_CMD,
     SG_IO,
     NvmePassthruCmd,
+    Receiver,
+    SecurityCommandError,
     SgIoHdr,
     ata_pass_through_12_cdb,
     ata_trusted_receive_cdb,
@@ -21,8 +23,10 @@ from imgvault.devices.security_transport import (
     nvme_controller_node,
     nvme_security_receive_cmd,
     nvme_status_unsupported,
+    passthrough_probe,
     security_protocol_in_cdb,
 )
+from test_tcg_discovery import load_hex
 
 
 def test_ioctl_numbers_match_the_kernel_headers() -> None:
@@ -99,3 +103,58 @@ def test_nvme_controller_node_from_sysfs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("length", [512, 2048])
 def test_protocol_list_request_fits_in_whole_blocks(length: int) -> None:
     assert ata_trusted_receive_cdb(0, 0, length)[4] == length // 512
+
+
+def _receiver(answers: dict[int, bytes | SecurityCommandError]) -> Receiver:
+    """A stand-in for one pass-through: protocol -> data or error."""
+
+    def receive(fd: int, protocol: int, spsp: int, length: int) -> bytes:
+        answer = answers[protocol]
+        if isinstance(answer, SecurityCommandError):
+            raise answer
+        return answer + bytes(length - len(answer))
+
+    return receive
+
+
+UNSUPPORTED = SecurityCommandError("X", "ILLEGAL REQUEST", unsupported=True)
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> str:
+    path = tmp_path / "dev"
+    path.write_bytes(b"")
+    return str(path)
+
+
+def test_probe_lists_protocols_first_then_reads_level0(device: str) -> None:
+    receive = _receiver({0: load_hex("protocols-tcg.hex"), 1: load_hex("opal1.hex")})
+    probe = passthrough_probe(device, [receive], "T", None, [])
+    assert probe.protocols == (0, 1, 2)
+    assert probe.discovery is not None and probe.discovery.ssc is not None
+    assert probe.discovery.ssc.ssc_name == "Opal 1"
+    assert probe.notes == ("T: supported security protocols 0x00, 0x01, 0x02",)
+
+
+def test_probe_without_tcg_in_the_list_never_asks_for_level0(device: str) -> None:
+    receive = _receiver({0: load_hex("protocols-none.hex")})  # protocol 1 would KeyError
+    probe = passthrough_probe(device, [receive], "T", None, [])
+    assert probe.discovery is None
+    assert probe.problem == "no TCG security protocol (the drive lists 0x00)"
+
+
+def test_probe_falls_through_unsupported_paths(device: str) -> None:
+    refused = _receiver({0: UNSUPPORTED})
+    probe = passthrough_probe(device, [refused, refused], "T", None, [])
+    assert probe.protocols == ()
+    assert probe.problem == "no TCG security protocol (security commands not implemented)"
+    assert probe.notes == ("X failed: ILLEGAL REQUEST", "X failed: ILLEGAL REQUEST")
+    answering = _receiver({0: load_hex("protocols-none.hex")})
+    assert passthrough_probe(device, [refused, answering], "T", None, []).protocols == (0,)
+
+
+def test_probe_reports_a_real_failure_as_unknown_not_as_no_tcg(device: str) -> None:
+    broken = _receiver({0: SecurityCommandError("X", "MEDIUM ERROR", unsupported=False)})
+    probe = passthrough_probe(device, [broken], "T", None, [])
+    assert probe.protocols is None
+    assert probe.problem == "X failed: MEDIUM ERROR"

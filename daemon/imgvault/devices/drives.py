@@ -18,6 +18,7 @@ import pyudev
 from imgvault.devices.security_transport import SecurityProbe, probe_security
 from imgvault.devices.smart import DEFAULT_TIMEOUT, SmartHealth, read_smart
 from imgvault.errors import ImgvaultError
+from imgvault.system.run import ToolMissingError
 
 # Kernel names of whole-disk block devices that are drives (or stand in for one).
 _DRIVE_NAME = re.compile(r"^(sd[a-z]+|nvme\d+n\d+|vd[a-z]+|xvd[a-z]+|hd[a-z]+|mmcblk\d+)$")
@@ -151,7 +152,7 @@ def classify_bus(name: str, sys_path: str, properties: dict[str, str]) -> str:
         return "usb"
     if name.startswith("nvme"):
         return "nvme"
-    if name.startswith("vd") or "/virtio" in sys_path:
+    if name.startswith("vd"):  # virtio-blk; an sd* disk under virtio-scsi is SCSI and is asked
         return "virtio"
     if name.startswith("sd"):
         vendor = Path(sys_path, "device", "vendor")
@@ -198,7 +199,10 @@ def _report(device: pyudev.Device, smart_timeout: float) -> DriveReport:
         sed, smart = SedStatus(kind="unknown", reason=why), SmartHealth(problem=why)
     else:
         sed = query_security(path, bus)
-        smart = read_smart(path, smart_timeout)
+        try:
+            smart = read_smart(path, smart_timeout)
+        except ToolMissingError as error:
+            smart = SmartHealth(problem=f"{error.message}; {error.hint}")
     return DriveReport(
         name=name,
         path=path,

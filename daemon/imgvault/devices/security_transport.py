@@ -335,10 +335,6 @@ class SecurityProbe:
     notes: tuple[str, ...]  # how each path answered, for `drive show`
     problem: str | None  # why there is no discovery
 
-    @property
-    def has_tcg(self) -> bool:
-        return self.discovery is not None
-
     def to_json(self) -> dict[str, Any]:
         return {
             "transport": self.transport,
@@ -363,8 +359,9 @@ def nvme_controller_node(block_name: str, sys_block: Path = Path("/sys/block")) 
 def probe_security(path: str, bus: str, *, ata: bool = False) -> SecurityProbe:
     """Ask the drive at `path` ("nvme" or "scsi" `bus`) for its TCG Level 0 Discovery.
 
-    Raises OSError only when the device cannot be opened (not root, gone); every command
-    failure becomes part of the result.
+    "Not supported" answers and failed protocol-list queries become part of the result. Raises
+    OSError when the device cannot be opened (not root, gone), and DiscoveryError or
+    SecurityCommandError when a drive that lists TCG then fails or garbles its Level 0 answer.
     """
     notes: list[str] = []
     flags: tuple[str, ...] | None = None
@@ -388,14 +385,16 @@ def probe_security(path: str, bus: str, *, ata: bool = False) -> SecurityProbe:
         os.close(fd)
     if bus == "nvme":
         node = nvme_controller_node(Path(path).name) or path
-        return _passthrough(node, [nvme_security_receive], "NVMe Security Receive", flags, notes)
+        return passthrough_probe(
+            node, [nvme_security_receive], "NVMe Security Receive", flags, notes
+        )
     receivers: list[Receiver] = [scsi_security_protocol_in]
     if ata:
         receivers.append(ata_trusted_receive)
-    return _passthrough(path, receivers, "SCSI SECURITY PROTOCOL IN", flags, notes)
+    return passthrough_probe(path, receivers, "SCSI SECURITY PROTOCOL IN", flags, notes)
 
 
-def _passthrough(
+def passthrough_probe(
     path: str,
     receivers: list[Receiver],
     transport: str,
@@ -404,24 +403,20 @@ def _passthrough(
 ) -> SecurityProbe:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        failures: list[str] = []
         for receive in receivers:
             try:
                 listing = receive(fd, PROTOCOL_LIST, 0, 512)
             except SecurityCommandError as error:
-                notes.append(str(error.message))
+                notes.append(error.message)
                 if not error.unsupported:
                     return SecurityProbe(transport, None, None, flags, tuple(notes), error.message)
-                failures.append(error.message)
                 continue
             if receive is ata_trusted_receive:
                 transport = "ATA TRUSTED RECEIVE"
             protocols = parse_protocol_list(listing)
-            notes.append(
-                f"{transport}: protocols " + (" ".join(f"0x{p:02x}" for p in protocols) or "none")
-            )
+            listed = ", ".join(f"0x{p:02x}" for p in protocols) or "none"
+            notes.append(f"{transport}: supported security protocols {listed}")
             if TCG_PROTOCOL not in protocols:
-                listed = ", ".join(f"0x{p:02x}" for p in protocols) or "none"
                 return SecurityProbe(
                     transport,
                     protocols,
@@ -440,9 +435,7 @@ def _passthrough(
             None,
             flags,
             tuple(notes),
-            "no TCG security protocol (the drive does not implement security commands: "
-            + "; ".join(failures)
-            + ")",
+            "no TCG security protocol (security commands not implemented)",
         )
     finally:
         os.close(fd)

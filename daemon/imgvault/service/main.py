@@ -1,7 +1,9 @@
 """Entry point of `imgvaultd`.
 
-Today the service takes a device inventory at start, reports readiness to systemd
-(Type=notify) and waits for SIGTERM. Store watching and the control socket build on this loop.
+The service takes a device inventory at start, then keeps every registered image store
+encrypted (`imgvault.stores`): what is already there at start and everything that lands later.
+It reports readiness and a one-line status to systemd (Type=notify) and stops cleanly on SIGTERM,
+finishing the file it is encrypting.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from imgvault import __version__
 from imgvault.devices.inventory import list_block_devices
 from imgvault.errors import ImgvaultError
 from imgvault.secret import harden_process
+from imgvault.stores.service import start_watchers
 
 log = logging.getLogger("imgvaultd")
 
@@ -53,10 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImgvaultError as error:
         log.error("%s", error)
         return error.exit_code
-    sd_daemon.notify(f"READY=1\nSTATUS=imgvaultd {__version__} running")
-    log.info("ready")
+    watchers, problems = start_watchers()
+    if not watchers and not problems:
+        log.info("no image stores registered: add one with 'imgvaultctl file store add'")
+    status = f"watching {len(watchers)} store(s)"
+    if problems:
+        status += f", {len(problems)} not watched (see the journal)"
+    sd_daemon.notify(f"READY=1\nSTATUS=imgvaultd {__version__}: {status}")
+    log.info("ready: %s", status)
     stop.wait()
     sd_daemon.notify("STOPPING=1")
+    for watcher in watchers:
+        watcher.stop()
     return 0
 
 

@@ -17,7 +17,8 @@ SED kinds: Opal 2, Opal 1, Enterprise, Ruby, Opalite (they encrypt the media), P
 reason: not root, behind a USB bridge, a virtio disk, no answer).
 
 Warnings name what to fix, e.g. "OPAL locking not enabled: hardware encryption gives no
-protection at rest" (a factory-state SED encrypts with a key it hands to anyone).
+protection at rest" (a factory-state SED encrypts, but unlocks itself at power-on for
+anyone who holds the drive).
 Run as root: drive queries need it.
 
 examples:

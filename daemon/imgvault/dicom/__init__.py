@@ -1,0 +1,1 @@
+"""DICOM: synthetic images for demos and benchmarks (de-identification will live here too)."""

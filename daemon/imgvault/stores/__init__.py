@@ -1,0 +1,1 @@
+"""Image stores: directory trees whose every file imgvault keeps encrypted."""
