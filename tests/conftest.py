@@ -173,3 +173,15 @@ def volume_env_here(volume_env: VolumeEnv, monkeypatch: pytest.MonkeyPatch) -> V
     for name in ("IMGVAULT_STATE_DIR", "IMGVAULT_CONFIG_DIR"):
         monkeypatch.setenv(name, volume_env.env[name])
     return volume_env
+
+
+@pytest.fixture
+def luks1_loop(make_loop: Callable[..., LoopDevice]) -> LoopDevice:
+    """A 32 MiB loop device with a LUKS1 header (passphrase "pw", cheap PBKDF2)."""
+    loop = make_loop(32)
+    subprocess.run(
+        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
+         "--key-file=-", str(loop.path)],
+        input=b"pw", check=True, capture_output=True,
+    )  # fmt: skip
+    return loop

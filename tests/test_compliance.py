@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,12 +91,8 @@ def status_findings(env, device: Path) -> list[dict]:
 
 
 @pytest.mark.loop
-def test_real_headers_luks1_low_pbkdf2_single_keyslot(make_loop, env) -> None:
-    luks1 = make_loop(32)
-    subprocess.run(
-        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
-         "--key-file=-", str(luks1.path)], input=b"pw", check=True,
-    )  # fmt: skip
+def test_real_headers_luks1_low_pbkdf2_single_keyslot(luks1_loop, env) -> None:
+    luks1 = luks1_loop
     found = {f["code"]: f for f in status_findings(env, luks1.path)}
     assert {"luks1", "pbkdf2-iterations", "few-keyslots", "no-recovery-key"} <= set(found)
     assert found["luks1"]["severity"] == "error"

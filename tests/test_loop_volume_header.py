@@ -184,13 +184,9 @@ def test_restore_without_a_terminal_needs_yes(make_loop, fast_pbkdf, tmp_path: P
 
 
 def test_luks1_backups_compare_by_key_digest_and_bytes(
-    make_loop, fast_pbkdf, tmp_path: Path
+    luks1_loop, fast_pbkdf, tmp_path: Path
 ) -> None:
-    loop = make_loop(32)
-    subprocess.run(
-        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
-         "--key-file=-", str(loop.path)], input=b"pw", check=True,
-    )  # fmt: skip
+    loop = luks1_loop
     backup = backup_header(loop.path, tmp_path / "backups")
     assert compare_header(backup, loop.path).matches
     cryptsetup.add_key(loop.path, Secret("pw"), Secret("second"), pbkdf=fast_pbkdf)

@@ -106,12 +106,8 @@ def test_cli_refusals(make_loop, fast_pbkdf, state) -> None:
     assert not_luks.returncode == 1 and "is not a LUKS volume" in not_luks.stderr
 
 
-def test_luks1_is_refused_with_the_conversion_hint(make_loop, fast_pbkdf) -> None:
-    loop = make_loop(32)
-    subprocess.run(
-        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
-         "--key-file=-", str(loop.path)], input=b"pw", check=True,
-    )  # fmt: skip
+def test_luks1_is_refused_with_the_conversion_hint(luks1_loop, fast_pbkdf) -> None:
+    loop = luks1_loop
     with pytest.raises(ReencryptError, match="LUKS1") as caught:
         reencrypt_volume(
             loop.path, [Secret("pw")], Target("aes-xts-plain64", 512, fast_pbkdf, None)
