@@ -78,8 +78,3 @@ def load_jobs() -> list[Job]:
         except (OSError, ValueError, TypeError):
             continue
     return sorted(jobs, key=lambda job: job.started)
-
-
-def latest_job(uuid: str) -> Job | None:
-    matching = [job for job in load_jobs() if job.uuid == uuid]
-    return matching[-1] if matching else None

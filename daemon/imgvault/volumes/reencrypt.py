@@ -101,7 +101,7 @@ class Target:
         return [*options, *self.pbkdf.cryptsetup_args()]
 
 
-def open_mapping(header: LuksHeader) -> str | None:
+def online_mapping_name(header: LuksHeader) -> str | None:
     """The name of the volume's open mapping (re-encryption then runs online), else None."""
     mapping = luks_mapping(header.uuid)
     return mapping.name if mapping else None
@@ -164,7 +164,7 @@ def reencrypt_volume(
         [by_slot[slot] for slot in active_keyslots(header)],
         target.cryptsetup_options(),
         _reporter(on_progress),
-        active_name=open_mapping(header),
+        active_name=online_mapping_name(header),
     )
     return _finished(device, record, target.profile)
 
@@ -188,7 +188,7 @@ def resume_reencryption(
     if header.reencryption is None:
         return header
     cryptsetup.test_key(device, key)  # a wrong key fails here, before anything is touched
-    active_name = open_mapping(header)
+    active_name = online_mapping_name(header)
 
     def resume() -> None:
         cryptsetup.reencrypt(

@@ -27,7 +27,7 @@ from imgvault.volumes.reencrypt import (
     ProgressCallback,
     Target,
     active_keyslots,
-    open_mapping,
+    online_mapping_name,
     reencrypt_volume,
     resume_reencryption,
 )
@@ -198,7 +198,7 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         volume=target.label,
         device=str(target.device),
         uuid=header.uuid,
-        description=f"{description}, {'online' if open_mapping(header) else 'offline'}",
+        description=f"{description}, {'online' if online_mapping_name(header) else 'offline'}",
         pid=os.getpid(),
     )
     try:
