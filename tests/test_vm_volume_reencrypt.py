@@ -119,7 +119,7 @@ def test_online_reencrypt_sigkilled_midway_resumes_with_every_file_intact(
     device, _mapped, mnt = open_mounted_volume(make_loop, fast_pbkdf, env.root, "vmkill", 96)
     sums = fill(mnt, 48)
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(device), "512", "1"],
+        [sys.executable, str(CHILD), str(device), "512", "2"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
@@ -129,7 +129,7 @@ def test_online_reencrypt_sigkilled_midway_resumes_with_every_file_intact(
     for line in child.stdout:
         percent = json.loads(line)["percent"]
         seen.append((percent, json.loads(line)["elapsed_ms"]))
-        if 10 <= percent < 90:
+        if 5 <= percent < 95:
             os.killpg(child.pid, signal.SIGKILL)
             killed_at = percent
             break
