@@ -15,7 +15,7 @@ from imgvault.secret import Secret
 from imgvault.system.run import run
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.header_verify import compare_header
-from imgvault.volumes.jobs import load_jobs
+from imgvault.volumes.jobs import Job, load_jobs, save_job
 from imgvault.volumes.reencrypt import ReencryptError, Target, reencrypt_volume
 from imgvault.volumes.registry import VolumeRecord, load_registry, save_registry
 
@@ -104,6 +104,11 @@ def test_cli_refusals(make_loop, fast_pbkdf, state) -> None:
     plain = make_loop(8)
     not_luks = state.ctl("volume", "reencrypt", str(plain.path), "--rotate-key")
     assert not_luks.returncode == 1 and "is not a LUKS volume" in not_luks.stderr
+    uuid = cryptsetup.luks_uuid(device)
+    save_job(Job("j1", "reencrypt", "pacs", str(device), uuid, "to aes-256-xts", os.getpid()))
+    busy = state.ctl("volume", "reencrypt", "pacs", "--resume")
+    assert busy.returncode == 1
+    assert f"being re-encrypted right now (to aes-256-xts, pid {os.getpid()}" in busy.stderr
 
 
 def test_luks1_is_refused_with_the_conversion_hint(luks1_loop, fast_pbkdf) -> None:

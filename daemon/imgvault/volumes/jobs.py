@@ -78,3 +78,8 @@ def load_jobs() -> list[Job]:
         except (OSError, ValueError, TypeError):
             continue
     return sorted(jobs, key=lambda job: job.started)
+
+
+def running_job(uuid: str) -> Job | None:
+    """The job still at work on the volume `uuid`, if any."""
+    return next((j for j in load_jobs() if j.uuid == uuid and j.effective_state == "running"), None)

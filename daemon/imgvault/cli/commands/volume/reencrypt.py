@@ -19,7 +19,7 @@ from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import WrongKeyError
-from imgvault.volumes.jobs import Job, job_path, save_job
+from imgvault.volumes.jobs import Job, job_path, running_job, save_job
 from imgvault.volumes.lifecycle import Target as VolumeTarget
 from imgvault.volumes.lifecycle import resolve
 from imgvault.volumes.reencrypt import (
@@ -149,10 +149,23 @@ def _detach() -> bool:
     return True
 
 
+def _refuse_if_running(target: VolumeTarget, uuid: str) -> None:
+    busy = running_job(uuid)
+    if busy is not None:
+        percent = (busy.progress or {}).get("percent", 0.0)
+        raise ImgvaultError(
+            f"{target.label} is being re-encrypted right now ({busy.description}, pid "
+            f"{busy.pid}, {percent}%)",
+            f"follow it with 'imgvaultctl status'; 'kill {busy.pid}' stops it at a safe point "
+            "(then --resume)",
+        )
+
+
 def run_reencrypt(args: argparse.Namespace) -> int:
     target = resolve(args.volume)
     header = cryptsetup.read_header(target.device)
     policy = load_policy().volumes
+    _refuse_if_running(target, header.uuid)
     if args.resume:
         if header.reencryption is None:
             print(f"{target.label}: no re-encryption to resume")
