@@ -101,6 +101,8 @@ def test_cli_refusals(make_loop, fast_pbkdf, state) -> None:
     assert same.returncode == 0 and "nothing to do" in same.stdout
     nothing = state.ctl("volume", "reencrypt", str(device), "--resume")
     assert nothing.returncode == 0 and "no re-encryption to resume" in nothing.stdout
+    as_json = json.loads(state.ctl("volume", "reencrypt", "pacs", "--resume", "--json").stdout)
+    assert as_json["changed"] is False and as_json["encryption"]["key_bits"] == 256
     plain = make_loop(8)
     not_luks = state.ctl("volume", "reencrypt", str(plain.path), "--rotate-key")
     assert not_luks.returncode == 1 and "is not a LUKS volume" in not_luks.stderr

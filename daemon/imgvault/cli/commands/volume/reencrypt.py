@@ -22,6 +22,7 @@ from imgvault.volumes.errors import WrongKeyError
 from imgvault.volumes.jobs import Job, job_path, running_job, save_job
 from imgvault.volumes.lifecycle import Target as VolumeTarget
 from imgvault.volumes.lifecycle import resolve
+from imgvault.volumes.luks import LuksHeader
 from imgvault.volumes.reencrypt import (
     Progress,
     ProgressCallback,
@@ -132,7 +133,7 @@ def _run_job(args: argparse.Namespace, target: VolumeTarget, job: Job, work: Wor
     save_job(job)
     header = cryptsetup.read_header(target.device)
     if args.json:
-        print_json({"job": job.to_json(), "encryption": header.to_json()})
+        print_json({"job": job.to_json(), "changed": True, "encryption": header.to_json()})
     elif not args.progress_json:
         print(f"{target.label}: re-encryption finished: {header.cipher_description}")
     return 0
@@ -147,6 +148,14 @@ def _detach() -> bool:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     return True
+
+
+def _nothing_to_do(args: argparse.Namespace, header: LuksHeader, message: str) -> int:
+    if args.json:
+        print_json({"job": None, "changed": False, "encryption": header.to_json()})
+    else:
+        print(message)
+    return 0
 
 
 def _refuse_if_running(target: VolumeTarget, uuid: str) -> None:
@@ -168,8 +177,7 @@ def run_reencrypt(args: argparse.Namespace) -> int:
     _refuse_if_running(target, header.uuid)
     if args.resume:
         if header.reencryption is None:
-            print(f"{target.label}: no re-encryption to resume")
-            return 0
+            return _nothing_to_do(args, header, f"{target.label}: no re-encryption to resume")
         keys = _collect_keys(args, target, active_keyslots(header)[:1])
         description = "resume re-encryption"
 
@@ -193,11 +201,12 @@ def run_reencrypt(args: argparse.Namespace) -> int:
                 Target.from_profile(policy.profile(args.profile)), hotzone_mib=args.hotzone_size
             )
             if (plan.cipher, plan.key_bits) == (header.cipher, header.key_bits):
-                print(
+                return _nothing_to_do(
+                    args,
+                    header,
                     f"{target.label} is already {header.cipher_description}: nothing to do "
-                    "(--rotate-key makes a new volume key)"
+                    "(--rotate-key makes a new volume key)",
                 )
-                return 0
             description = f"re-encrypt to {args.profile} ({plan.cipher}, {plan.key_bits}-bit key)"
         keys = _collect_keys(args, target, active_keyslots(header))
 
