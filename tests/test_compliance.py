@@ -61,8 +61,10 @@ def test_registry_findings_recovery_key_and_backups(tmp_path: Path) -> None:
     header = interrupted_header()
     assert "no-recovery-key" in codes(check_volume(header, record(recovery_keyslot=None), POLICY))
     assert "no-recovery-key" in codes(check_volume(header, record(recovery_keyslot=7), POLICY))
-    unregistered = check_volume(header, None, POLICY)
+    unregistered = check_volume(header, None, POLICY, device="/dev/sdb")
     assert {"no-recovery-key", "no-header-backup"} <= set(codes(unregistered))
+    backup_fix = next(f.hint for f in unregistered if f.code == "no-header-backup")
+    assert backup_fix == "imgvaultctl volume header backup /dev/sdb"  # a path, not the UUID
     gone = check_volume(header, record(header_backup=str(tmp_path / "gone")), POLICY)
     assert "header-backup-missing" in codes(gone)
     stale = record(last_key_change="2026-11-25T12:00:00+00:00")  # formats mix

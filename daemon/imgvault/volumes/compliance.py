@@ -35,9 +35,11 @@ def check_volume(
     record: VolumeRecord | None,
     policy: VolumePolicy,
     job: Job | None = None,
+    device: str | None = None,
 ) -> list[Finding]:
-    """Every way the volume with `header` (and registry `record`) breaks `policy`."""
-    name = record.name if record else header.uuid
+    """Every way the volume with `header` (and registry `record`) breaks `policy`. Fixes name
+    the volume as commands accept it: its registered name, else its device path."""
+    name = record.name if record else (device or header.uuid)
     return [
         *_format_findings(header, name, policy),
         *_keyslot_findings(header, record, name, policy),
@@ -197,10 +199,9 @@ class ComplianceCheck:
         self.records = {record.uuid: record for record in load_registry().values()}
         self.jobs = {job.uuid: job for job in load_jobs()}  # the latest job per volume
 
-    def check(self, header: LuksHeader) -> list[Finding]:
-        return check_volume(
-            header, self.records.get(header.uuid), self.policy, self.jobs.get(header.uuid)
-        )
+    def check(self, header: LuksHeader, device: str) -> list[Finding]:
+        record, job = self.records.get(header.uuid), self.jobs.get(header.uuid)
+        return check_volume(header, record, self.policy, job, device)
 
 
 def format_findings(findings: dict[str, list[Finding]]) -> str:

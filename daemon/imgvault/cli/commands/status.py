@@ -57,7 +57,7 @@ def run_status(args: argparse.Namespace) -> int:
     encrypted = [(d.path, d.encryption) for d in devices if d.encryption is not None]
     if encrypted:  # only then: reading the registry may need root
         compliance = ComplianceCheck()
-        findings = {path: compliance.check(header) for path, header in encrypted}
+        findings = {path: compliance.check(header, path) for path, header in encrypted}
     drives = list_drives(smart_timeout=STATUS_SMART_TIMEOUT)
     if args.json:
         print_json(
