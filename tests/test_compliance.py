@@ -11,7 +11,7 @@ from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.compliance import check_volume, format_findings
-from imgvault.volumes.header import backup_header
+from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.jobs import Job
 from imgvault.volumes.luks import Pbkdf, parse_luks2
 from imgvault.volumes.registry import VolumeRecord, save_registry
@@ -121,7 +121,7 @@ def test_a_compliant_registered_volume_has_no_findings(make_loop, env) -> None:
     strong = Pbkdf(kind="argon2id", iterations=4, memory_kib=32 * 1024, parallel=1)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=strong)
     slot = cryptsetup.add_key(loop.path, PASS, Secret("recovery"), pbkdf=strong)
-    backup = backup_header(loop.path, env.root / "backups")
+    backup = backup_header(loop.path, env.root / "backups", "v")
     uuid = cryptsetup.luks_uuid(loop.path)
     save_registry(
         {"pacs": record(uuid=uuid, device=str(loop.path), recovery_keyslot=slot,

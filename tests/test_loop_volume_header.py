@@ -10,7 +10,7 @@ import pytest
 
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
-from imgvault.volumes.header import backup_header
+from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.header_verify import (
     HeaderBackupError,
     compare_header,
@@ -45,7 +45,7 @@ def test_backup_is_0600_named_by_volume_and_recorded(make_loop, fast_pbkdf, stat
     backup = Path(report["backup"])
     uuid = cryptsetup.luks_uuid(loop.path)
     assert backup.parent == state.state / "header-backups"
-    assert backup.name.startswith("pacs-") and backup.name.endswith("Z.luksheader")
+    assert backup.name.startswith(f"pacs.{uuid}.") and backup.name.endswith("Z.luksheader")
     assert report["uuid"] == uuid
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
@@ -62,7 +62,7 @@ def test_verify_reports_a_keyslot_added_since_the_backup(
 ) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
-    backup = backup_header(loop.path, tmp_path / "backups")
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
     cryptsetup.add_key(loop.path, PASS, Secret("second"), pbkdf=fast_pbkdf)
     comparison = compare_header(backup, loop.path)
     assert comparison.same_volume and comparison.same_volume_key
@@ -75,7 +75,7 @@ def test_verify_reports_a_keyslot_added_since_the_backup(
 def test_restore_brings_back_a_wiped_header(make_loop, fast_pbkdf, tmp_path: Path, state) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
-    backup = backup_header(loop.path, tmp_path / "backups")
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
     with loop.path.open("r+b") as disk:  # a stray mkfs/dd over the first MiB
         disk.write(b"\0" * (1 << 20))
         disk.flush()
@@ -99,7 +99,7 @@ def test_restore_refuses_a_backup_of_another_volume(
     ours, other = make_loop(32), make_loop(32)
     cryptsetup.luks_format(ours.path, PASS, pbkdf=fast_pbkdf)
     cryptsetup.luks_format(other.path, PASS, pbkdf=fast_pbkdf)
-    foreign = backup_header(other.path, tmp_path / "backups")
+    foreign = backup_header(other.path, tmp_path / "backups", "v")
     before = ours.path.read_bytes()[: 1 << 20]
     comparison = compare_header(foreign, ours.path)
     assert not comparison.same_volume and not comparison.same_volume_key
@@ -117,7 +117,7 @@ def test_restore_refuses_a_backup_older_than_a_volume_key_change(
 ) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
-    stale = backup_header(loop.path, tmp_path / "backups")
+    stale = backup_header(loop.path, tmp_path / "backups", "v")
     subprocess.run(
         ["cryptsetup", "reencrypt", "--batch-mode", "--force-offline-reencrypt", "--pbkdf",
          "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file=-", str(loop.path)],
@@ -135,7 +135,7 @@ def test_tampered_backup_is_reported_and_an_identical_one_not_rewritten(
 ) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
-    backup = backup_header(loop.path, tmp_path / "backups")
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
     assert restore_header(backup, loop.path) is False  # identical: nothing written
     garbage = tmp_path / "garbage.luksheader"
     garbage.write_bytes(b"not a header" * 100)
@@ -169,7 +169,7 @@ def test_missing_device_and_unknown_name_are_clear_errors(state) -> None:
 def test_restore_without_a_terminal_needs_yes(make_loop, fast_pbkdf, tmp_path: Path, state) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
-    backup = backup_header(loop.path, tmp_path / "backups")
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
     cryptsetup.add_key(loop.path, PASS, Secret("second"), pbkdf=fast_pbkdf)
     refused = state.ctl("volume", "header", "restore", str(loop.path), str(backup))
     assert refused.returncode == 1
@@ -187,7 +187,7 @@ def test_luks1_backups_compare_by_key_digest_and_bytes(
     luks1_loop, fast_pbkdf, tmp_path: Path
 ) -> None:
     loop = luks1_loop
-    backup = backup_header(loop.path, tmp_path / "backups")
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
     assert compare_header(backup, loop.path).matches
     cryptsetup.add_key(loop.path, Secret("pw"), Secret("second"), pbkdf=fast_pbkdf)
     changed = compare_header(backup, loop.path)

@@ -1,5 +1,6 @@
 """In-place encryption in a store: attributes kept, unsafe files refused, idempotent, recovery."""
 
+import errno
 import fcntl
 import os
 import stat
@@ -181,3 +182,19 @@ def test_recover_removes_abandoned_temporaries_only(tmp_path: Path) -> None:
         fcntl.flock(holder, fcntl.LOCK_EX)
         assert inplace.recover(tmp_path) == [abandoned]
     assert busy.exists() and unrelated.exists() and not abandoned.exists()
+
+
+def test_io_error_leaves_the_original_and_no_temporary(
+    pki: dict[str, Party], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _image(tmp_path / "a.dcm", b"plain pixels")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(inplace.os, "fsync", failing_fsync)
+    with pytest.raises(FilecryptError, match="Input/output error; the file was left") as caught:
+        inplace.encrypt_file(path, [pki["alice"].recipient])
+    assert "free space" in caught.value.hint
+    assert path.read_bytes() == b"plain pixels"
+    assert _no_temporaries(tmp_path)

@@ -105,7 +105,7 @@ def test_pkcs1_v15_key_transport_is_refused_clearly(pki: dict[str, Party], tmp_p
 
 def test_openssl_reads_our_stored_private_key_and_certificate(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys")
-    store.create("svc", 2048, 30, Secret("correct horse"))
+    store.create("svc", 2048, 30, lambda: Secret("correct horse"))
     secret = SecretFd(Secret("correct horse"))
     key_file = tmp_path / "keys" / "svc.key"
     result = run(

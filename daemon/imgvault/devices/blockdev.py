@@ -11,7 +11,7 @@ from pathlib import Path
 from imgvault.devices.inventory import MOUNTINFO, mountpoints_by_devno
 from imgvault.errors import ImgvaultError
 from imgvault.volumes.errors import DeviceMissingError
-from imgvault.volumes.mappings import SYS_CLASS_BLOCK, DmMapping, holders
+from imgvault.volumes.mappings import SYS_CLASS_BLOCK, DmMapping, dm_mapping, holders
 
 PROC = Path("/proc")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -51,6 +51,27 @@ class BlockInfo:
         for part in self.partitions():
             found += holders(part)
         return found
+
+    def users(self) -> list[str]:
+        """What holds this device or a partition of it: mappings, RAID arrays, active swap."""
+        names = [self.kernel_name, *self.partitions()]
+        found = []
+        for name in names:
+            holder_dir = SYS_CLASS_BLOCK / name / "holders"
+            if holder_dir.is_dir():
+                found += [_describe_holder(h.name) for h in sorted(holder_dir.iterdir())]
+        for line in _read(PROC / "swaps").splitlines()[1:]:
+            swap = line.split()[0]
+            if Path(swap).name in names or swap == str(self.path):
+                found.append(f"active swap {swap}")
+        return found
+
+
+def _describe_holder(kernel_name: str) -> str:
+    mapping = dm_mapping(kernel_name)
+    if mapping is not None:
+        return f"device-mapper mapping {mapping.name}"
+    return f"/dev/{kernel_name}"
 
 
 def _read(path: Path) -> str:
@@ -102,24 +123,42 @@ class ProcessUse:
 
 def processes_using(devno: str, proc: Path = PROC) -> list[ProcessUse]:
     """Processes with a file open, a working or root directory, or a mapped file on the file
-    system of device `devno` (what `fuser -m` reports), one entry per process."""
+    system of device `devno`, or the device node itself open (what `fuser -m` reports), one
+    entry per process."""
     major, minor = (int(n) for n in devno.split(":"))
     wanted = os.makedev(major, minor)
+    maps_dev = f"{major:02x}:{minor:02x}"
     found: list[ProcessUse] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        links = [entry / "cwd", entry / "root", entry / "exe"]
-        with contextlib.suppress(OSError):  # the process ended meanwhile
-            links += sorted((entry / "fd").iterdir())
-        for link in links:
-            try:
-                if link.stat().st_dev != wanted:
-                    continue
-                target = str(link.readlink())
-            except OSError:
-                continue
+        path = _use_in_links(entry, wanted) or _use_in_maps(entry, maps_dev)
+        if path is not None:
             command = _read(entry / "comm") or "?"
-            found.append(ProcessUse(pid=int(entry.name), command=command, path=target))
-            break
+            found.append(ProcessUse(pid=int(entry.name), command=command, path=path))
     return found
+
+
+def _use_in_links(entry: Path, wanted: int) -> str | None:
+    links = [entry / "cwd", entry / "root", entry / "exe"]
+    with contextlib.suppress(OSError):  # the process ended meanwhile
+        links += sorted((entry / "fd").iterdir())
+    for link in links:
+        try:
+            st = link.stat()
+            on_device = st.st_dev == wanted
+            is_device = stat.S_ISBLK(st.st_mode) and st.st_rdev == wanted
+            if on_device or is_device:
+                return str(link.readlink())
+        except OSError:
+            continue
+    return None
+
+
+def _use_in_maps(entry: Path, maps_dev: str) -> str | None:
+    """A file of the device mapped into memory (its descriptor may be closed already)."""
+    for line in _read(entry / "maps").splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[3] == maps_dev:
+            return fields[5]
+    return None

@@ -40,6 +40,19 @@ def tlv(tag: int, content: bytes) -> bytes:
     return header(tag, len(content)) + content
 
 
+def integer(value: int) -> bytes:
+    """DER INTEGER: minimal two's complement."""
+    magnitude = value if value >= 0 else ~value
+    return tlv(INTEGER, value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True))
+
+
+def set_of(encodings: list[bytes]) -> bytes:
+    """DER SET OF: elements in ascending order of their encodings (X.690 §11.6)."""
+    longest = max((len(e) for e in encodings), default=0)
+    ordered = sorted(encodings, key=lambda e: e.ljust(longest, b"\0"))
+    return tlv(SET, b"".join(ordered))
+
+
 @dataclass(frozen=True)
 class Header:
     tag: int

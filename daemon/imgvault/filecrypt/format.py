@@ -2,8 +2,8 @@
 
 See docs/filecrypt-format.md. `frame` returns the bytes before and after the streamed
 ciphertext; `parse` walks a file's structure without reading its content, which is how an
-encrypted file is recognised and how decryption finds the GCM parameters, the authenticated
-attributes (the GCM AAD, which follow the ciphertext in the file) and the tag.
+encrypted file is recognised and how decryption finds the recipients, the file facts, the GCM
+parameters, any authAttrs (the GCM AAD, which follow the ciphertext) and the tag.
 """
 
 import hmac
@@ -62,7 +62,7 @@ class GCMParameters(core.Sequence):  # type: ignore[misc]
 
 
 class FileInfoValue(core.Sequence):  # type: ignore[misc]
-    """The value of the file-info attribute: what restoring the file needs, and no PHI."""
+    """The file facts in the `ori` record: what restoring the file needs, and no PHI."""
 
     _fields = [  # noqa: RUF012
         ("version", core.Integer),
@@ -76,7 +76,8 @@ class FileInfoValue(core.Sequence):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class FileInfo:
-    """Non-secret facts of the original file, authenticated as GCM associated data."""
+    """Non-secret facts of the original file, authenticated by an HMAC keyed from the content
+    key (OpenSSL 3.0 cannot read authAttrs; docs/filecrypt-format.md)."""
 
     size: int
     mode: int  # permission bits (st_mode & 0o7777)
@@ -86,18 +87,9 @@ class FileInfo:
     version: int = FORMAT_VERSION
 
     def encode(self) -> bytes:
-        return bytes(
-            FileInfoValue(
-                {
-                    "version": self.version,
-                    "size": self.size,
-                    "mode": self.mode,
-                    "uid": self.uid,
-                    "gid": self.gid,
-                    "mtime_ns": self.mtime_ns,
-                }
-            ).dump()
-        )
+        """DER of FileInfoValue (hand-framed: asn1crypto costs more per file than an fsync)."""
+        fields = (self.version, self.size, self.mode, self.uid, self.gid, self.mtime_ns)
+        return der.tlv(der.SEQUENCE, b"".join(der.integer(v) for v in fields))
 
     @classmethod
     def decode(cls, der_value: bytes) -> "FileInfo":
@@ -144,33 +136,29 @@ def _file_info_mac(content_key: Secret, info_der: bytes) -> bytes:
     return hmac.digest(mac_key, info_der, "sha256")
 
 
-def file_info_recipient(info: FileInfo, content_key: Secret) -> cms.RecipientInfo:
+def file_info_recipient(info: FileInfo, content_key: Secret) -> bytes:
+    """DER of the `ori` RecipientInfo carrying the file facts and their MAC."""
     info_der = info.encode()
-    record = FileInfoRecord(
-        {"info": FileInfoValue.load(info_der), "mac": _file_info_mac(content_key, info_der)}
-    )
-    return cms.RecipientInfo(
-        name="ori",
-        value=cms.OtherRecipientInfo(
-            {"ori_type": OID_FILE_INFO, "ori_value": core.Any.load(record.dump())}
-        ),
-    )
+    mac = der.tlv(der.OCTET_STRING, _file_info_mac(content_key, info_der))
+    record = der.tlv(der.SEQUENCE, info_der + mac)
+    return der.tlv(CONTEXT_4_CONSTRUCTED, _FILE_INFO_TLV + record)
 
 
 def _oid_tlv(dotted: str) -> bytes:
     return bytes(core.ObjectIdentifier(dotted).dump())
 
 
+OID_DATA_TLV = _oid_tlv(OID_DATA)
+OID_AUTH_ENVELOPED_DATA_TLV = _oid_tlv(OID_AUTH_ENVELOPED_DATA)
+_AES256_GCM_TLV = _oid_tlv(OID_AES256_GCM)
+_FILE_INFO_TLV = _oid_tlv(OID_FILE_INFO)
+CONTEXT_4_CONSTRUCTED = 0xA4
+
+
 def content_algorithm(nonce: bytes) -> bytes:
-    algorithm = cms.EncryptionAlgorithm(
-        {
-            "algorithm": OID_AES256_GCM,
-            "parameters": core.Any.load(
-                GCMParameters({"aes_nonce": nonce, "aes_icvlen": TAG_BYTES}).dump()
-            ),
-        }
-    )
-    return bytes(algorithm.dump())
+    """DER of the AlgorithmIdentifier aes256-GCM with GCMParameters(nonce, ICV length 16)."""
+    params = der.tlv(der.SEQUENCE, der.tlv(der.OCTET_STRING, nonce) + der.integer(TAG_BYTES))
+    return der.tlv(der.SEQUENCE, _AES256_GCM_TLV + params)
 
 
 def aad_of(auth_attrs: bytes) -> bytes:
@@ -179,7 +167,7 @@ def aad_of(auth_attrs: bytes) -> bytes:
 
 
 def frame(
-    recipient_infos: cms.RecipientInfos, nonce: bytes, content_length: int, auth_attrs: bytes
+    recipient_infos: list[bytes], nonce: bytes, content_length: int, auth_attrs: bytes
 ) -> tuple[bytes, bytes]:
     """The bytes before the ciphertext and the bytes after it minus the 16-byte tag.
 
@@ -187,14 +175,14 @@ def frame(
     ciphertext is one primitive [0] octet string, its length equal to the plaintext's.
     """
     eci_body_length = (
-        len(_oid_tlv(OID_DATA))
+        len(OID_DATA_TLV)
         + len(content_algorithm(nonce))
         + len(der.header(der.CONTEXT_0_PRIMITIVE, content_length))
         + content_length
     )
     eci_header = der.header(der.SEQUENCE, eci_body_length)
     version = der.tlv(der.INTEGER, b"\0")
-    ris = bytes(recipient_infos.dump())
+    ris = der.set_of(recipient_infos)
     mac = der.header(der.OCTET_STRING, TAG_BYTES)
     aed_length = (
         len(version)
@@ -207,7 +195,7 @@ def frame(
     )
     aed_header = der.header(der.SEQUENCE, aed_length)
     explicit = der.header(der.CONTEXT_0_CONSTRUCTED, len(aed_header) + aed_length)
-    oid = _oid_tlv(OID_AUTH_ENVELOPED_DATA)
+    oid = OID_AUTH_ENVELOPED_DATA_TLV
     outer = der.header(der.SEQUENCE, len(oid) + len(explicit) + len(aed_header) + aed_length)
     prefix = b"".join(
         (
@@ -218,7 +206,7 @@ def frame(
             version,
             ris,
             eci_header,
-            _oid_tlv(OID_DATA),
+            OID_DATA_TLV,
             content_algorithm(nonce),
             der.header(der.CONTEXT_0_PRIMITIVE, content_length),
         )
@@ -329,7 +317,13 @@ def _recipients(
                 if file_info is not None:
                     raise r.broken("two file-info records")
                 record = _record(info)
-                FileInfo.decode(record["info"].dump())
+                version = FileInfo.decode(record["info"].dump()).version
+                if version != FORMAT_VERSION:
+                    raise UnsupportedError(
+                        f"{r.name}: format version {version} (this imgvault reads "
+                        f"{FORMAT_VERSION})",
+                        "decrypt it with the imgvault that wrote it, or with openssl cms",
+                    )
                 if len(record["mac"].native) != 32:
                     raise r.broken("file-info MAC is not 32 bytes")
                 file_info = info
@@ -360,7 +354,7 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
         # file is reported as damaged, never taken for plaintext and encrypted again.
         outer = r.expect(der.SEQUENCE, "a SEQUENCE", limit=1 << 62)
         oid = r.expect(der.OID, "the content type", limit=1 << 62)
-        if r.value(oid) != _oid_tlv(OID_AUTH_ENVELOPED_DATA):
+        if r.value(oid) != OID_AUTH_ENVELOPED_DATA_TLV:
             raise r.broken("content type is not AuthEnvelopedData")
     except MalformedError:
         raise NotEncryptedError(
@@ -385,7 +379,7 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
     eci = r.expect(der.SEQUENCE, "the encrypted content info", aed_limit)
     eci_limit = eci.end if eci.length is not None else aed_limit
     content_type = r.expect(der.OID, "the content type", eci_limit)
-    if r.value(content_type) != _oid_tlv(OID_DATA):
+    if r.value(content_type) != OID_DATA_TLV:
         raise UnsupportedError(
             f"{name}: the encrypted content type is not id-data",
             "imgvault encrypts plain files only",
@@ -409,13 +403,6 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
         raise r.broken(f"{size - r.tell()} bytes of trailing data")
     recipients, file_info = _recipients(ris_raw, r, sum(n for _, n in segments))
     return Envelope(recipients, file_info, nonce, segments, auth_attrs, tag)
-
-
-def recipient_infos(
-    ktris: list[cms.KeyTransRecipientInfo], file_info: cms.RecipientInfo | None
-) -> cms.RecipientInfos:
-    infos = [cms.RecipientInfo(name="ktri", value=k) for k in ktris]
-    return cms.RecipientInfos([*infos, *([file_info] if file_info is not None else [])])
 
 
 def check_key_encryption(ktri: cms.KeyTransRecipientInfo, name: str) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import BinaryIO
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from imgvault.errors import ImgvaultError
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
 from imgvault.filecrypt.errors import FilecryptError, NotEncryptedError, UnsafeFileError
@@ -124,7 +126,7 @@ def _temporary(directory: int, path: Path) -> Iterator[tuple[BinaryIO, str]]:
         ) from None
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with open(fd, "wb", buffering=stream.CHUNK) as out:  # noqa: PTH123  # a descriptor
+        with open(fd, "wb", buffering=1 << 16) as out:  # noqa: PTH123  # a descriptor
             yield out, name
     finally:
         with suppress(FileNotFoundError):
@@ -157,6 +159,18 @@ def _finish(out: BinaryIO, attrs: _Attributes, path: Path) -> None:
     os.fsync(fd)
 
 
+@contextmanager
+def _io_errors(path: Path) -> Iterator[None]:
+    """ENOSPC, EIO, EROFS...: the original is untouched; say so instead of a traceback."""
+    try:
+        yield
+    except OSError as error:
+        raise FilecryptError(
+            f"{path}: {error.strerror or error}; the file was left as it was",
+            "check free space and the health of the file system, then run again",
+        ) from None
+
+
 def _replace(
     path: Path,
     root: Path | None,
@@ -169,7 +183,7 @@ def _replace(
     `produce` returns the new file's attributes, or None to leave the file as it is.
     With `dirs_to_sync`, the directory fsync is left to the caller (one per directory).
     """
-    with _directory(path, root) as directory:
+    with _io_errors(path), _directory(path, root) as directory:
         src, st = _open_regular(directory, path)
         with src, _temporary(directory, path) as (out, temp):
             attrs = produce(src, st, out)
@@ -193,6 +207,35 @@ def _replace(
         else:
             dirs_to_sync.add(str(path.parent))
     return Outcome(path, action, st.st_size, size_after)
+
+
+def run_batch(
+    paths: Sequence[Path],
+    operation: Callable[[Path, set[str]], Outcome],
+    *,
+    jobs: int,
+) -> Iterator[tuple[Path, Outcome | None, ImgvaultError | None]]:
+    """Run `operation` on every path with `jobs` threads; yield each result as it completes.
+
+    Threads overlap one file's fsync with the next file's reading and encryption (fsync and
+    file I/O release the GIL). Each file is still fsynced before its rename; the directories
+    are fsynced once at the end, before this generator finishes.
+    """
+    dirs: set[str] = set()
+
+    def one(path: Path) -> tuple[Path, Outcome | None, ImgvaultError | None]:
+        try:
+            return path, operation(path, dirs), None
+        except ImgvaultError as error:
+            return path, None, error
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            pending = [pool.submit(one, p) for p in paths]
+            for future in as_completed(pending):
+                yield future.result()
+    finally:
+        sync_directories(dirs)
 
 
 def sync_directories(directories: set[str]) -> None:
@@ -279,7 +322,12 @@ def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
     """Decrypt `path` to the new file `output`, published only once the tag verifies."""
     with _directory(path, None) as directory:
         src, st = _open_regular(directory, path)
-    with src, _directory(output, None) as out_dir, _temporary(out_dir, output) as (out, temp):
+    with (
+        src,
+        _io_errors(output),
+        _directory(output, None) as out_dir,
+        _temporary(out_dir, output) as (out, temp),
+    ):
         _, info = stream.decrypt(src, st.st_size, str(path), key.private_key, out, cert=key.cert)
         attrs = _restored(info, st)
         if os.geteuid() != 0:  # only root may give files away; keep ours
@@ -304,6 +352,16 @@ def verify_file(path: Path, key: Key) -> tuple[fmt.Envelope, fmt.FileInfo | None
         src, st = _open_regular(directory, path)
     with src:
         return stream.decrypt(src, st.st_size, str(path), key.private_key, None, cert=key.cert)
+
+
+def check_file(path: Path, *, root: Path | None = None) -> Outcome:
+    """What `encrypt_file` would do, changing nothing (check mode): the same refusals, then
+    "would-encrypt" or "already-encrypted"."""
+    with _directory(path, root) as directory:
+        src, st = _open_regular(directory, path)
+    with src:
+        done = is_encrypted(src, st.st_size, str(path))
+    return Outcome(path, "already-encrypted" if done else "would-encrypt", st.st_size, st.st_size)
 
 
 def inspect_file(path: Path) -> tuple[fmt.Envelope, int]:

@@ -91,8 +91,10 @@ class KeyStore:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cert_path, key_path
 
-    def create(self, name: str, bits: int, days: int, passphrase: Secret) -> KeyEntry:
-        """A new RSA key and a self-signed certificate for key encipherment."""
+    def create(self, name: str, bits: int, days: int, passphrase: Callable[[], Secret]) -> KeyEntry:
+        """A new RSA key and a self-signed certificate for key encipherment.
+
+        The passphrase is asked for only once the arguments are known to be good."""
         if not MIN_BITS <= bits <= MAX_BITS:
             raise UnusableKeyError(
                 f"--bits {bits}: RSA keys must have {MIN_BITS} to {MAX_BITS} bits",
@@ -101,9 +103,13 @@ class KeyStore:
         if days < 1:
             raise FilecryptError(f"--days {days}: must be at least 1", "e.g. --days 1825")
         cert_path, key_path = self._prepare(name)
+        secret = passphrase()
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         cert = self_signed_certificate(key, name, days)
-        _write_new(key_path, encrypt_pkcs8(key, passphrase), 0o600)
+        try:
+            _write_new(key_path, encrypt_pkcs8(key, secret), 0o600)
+        finally:
+            secret.wipe()
         _write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return KeyEntry(name, cert, True)
 
@@ -128,7 +134,11 @@ class KeyStore:
                 )
         cert_path, key_path = self._prepare(name)
         if key is not None:
-            _write_new(key_path, encrypt_pkcs8(key, store_passphrase()), 0o600)
+            secret = store_passphrase()
+            try:
+                _write_new(key_path, encrypt_pkcs8(key, secret), 0o600)
+            finally:
+                secret.wipe()
         _write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return KeyEntry(name, cert, key is not None)
 

@@ -2,6 +2,7 @@
 wrapping the content key with RSAES-OAEP (SHA-256, MGF1-SHA-256)."""
 
 import datetime
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +65,26 @@ class Recipient:
     def key_id(self) -> bytes:
         return certificate_key_id(self.cert)
 
-    def wrap(self, content_key: Secret) -> cms.KeyTransRecipientInfo:
+    @functools.cached_property
+    def _template(self) -> tuple[rsa.RSAPublicKey, bytes]:
+        """The KeyTransRecipientInfo DER up to its encryptedKey, whose length is fixed (the
+        modulus size): built once with asn1crypto, then reused for every file."""
         public_key = rsa_public_key(self.cert, self.name)
-        return cms.KeyTransRecipientInfo(
+        size = (public_key.key_size + 7) // 8
+        ktri = cms.KeyTransRecipientInfo(
             {
                 "version": "v2",
                 "rid": cms.RecipientIdentifier(name="subject_key_identifier", value=self.key_id),
                 "key_encryption_algorithm": cms.KeyEncryptionAlgorithm.load(fmt.OAEP_SHA256),
-                "encrypted_key": public_key.encrypt(content_key.reveal(), OAEP),
+                "encrypted_key": bytes(size),
             }
         )
+        return public_key, bytes(ktri.dump())[:-size]
+
+    def wrap(self, content_key: Secret) -> bytes:
+        """DER of the RecipientInfo (ktri) holding `content_key` for this certificate."""
+        public_key, prefix = self._template
+        return prefix + public_key.encrypt(content_key.reveal(), OAEP)
 
 
 def load_certificate(path: Path) -> x509.Certificate:

@@ -44,16 +44,20 @@ def not_luks(device: str) -> NotLuksError:
     )
 
 
+def no_device_mapper(what: str) -> NoDeviceMapperError:
+    return NoDeviceMapperError(
+        f"{what}: the kernel has no device-mapper",
+        "load it with 'modprobe dm_crypt'; on machines without it (the development VMs) "
+        "header operations still work and open/close run in scripts/vm-test",
+    )
+
+
 def error_for(result: CommandResult, device: str) -> CryptsetupError:
     """Map a failed cryptsetup run on `device` to the most precise error type."""
     stderr = result.stderr.strip()
     action = next((arg for arg in result.argv[1:] if not arg.startswith("-")), "")
     if "Cannot initialize device-mapper" in stderr or "dm_mod" in stderr:
-        return NoDeviceMapperError(
-            f"cryptsetup {action} {device}: the kernel has no device-mapper",
-            "load it with 'modprobe dm_crypt'; on machines without it (the development VMs) "
-            "header operations still work and open/close run in scripts/vm-test",
-        )
+        return no_device_mapper(f"cryptsetup {action} {device}")
     if result.returncode == 2 or "No key available" in stderr:
         return WrongKeyError(
             f"no keyslot of {device} opens with this passphrase or key file",

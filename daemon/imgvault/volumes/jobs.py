@@ -13,7 +13,7 @@ from typing import Any
 
 from imgvault.paths import state_dir
 from imgvault.system.atomic import write_atomic
-from imgvault.volumes.lifecycle import now_utc
+from imgvault.volumes.resolve import utc_now
 
 
 @dataclass
@@ -26,8 +26,8 @@ class Job:
     description: str
     pid: int
     state: str = "running"  # running, finished, failed
-    started: str = field(default_factory=now_utc)
-    updated: str = field(default_factory=now_utc)
+    started: str = field(default_factory=utc_now)
+    updated: str = field(default_factory=utc_now)
     progress: dict[str, Any] | None = None
     error: str | None = None
 
@@ -59,7 +59,7 @@ def job_path(job_id: str) -> Path:
 
 
 def save_job(job: Job) -> None:
-    job.updated = now_utc()
+    job.updated = utc_now()
     jobs_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(job_path(job.id), (json.dumps(asdict(job), indent=2) + "\n").encode())
 

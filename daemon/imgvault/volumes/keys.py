@@ -11,9 +11,9 @@ from imgvault.errors import ImgvaultError
 from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
-from imgvault.volumes.lifecycle import Target, now_utc
 from imgvault.volumes.luks import Keyslot, LuksHeader, Pbkdf
-from imgvault.volumes.registry import load_registry, save_registry
+from imgvault.volumes.recovery import RecoveryTarget
+from imgvault.volumes.resolve import VolumeTarget, update_record, utc_now
 
 
 class KeyslotError(ImgvaultError):
@@ -45,7 +45,7 @@ class KeyslotInfo:
         }
 
 
-def list_keys(target: Target) -> tuple[LuksHeader, list[KeyslotInfo]]:
+def list_keys(target: VolumeTarget) -> tuple[LuksHeader, list[KeyslotInfo]]:
     header = cryptsetup.read_header(target.device)
     recovery_slot = target.record.recovery_keyslot if target.record else None
     return header, [KeyslotInfo(s, s.id == recovery_slot) for s in header.keyslots]
@@ -59,28 +59,24 @@ def usable_keyslots(header: LuksHeader) -> list[int]:
     ]
 
 
-def _pbkdf_for(target: Target) -> Pbkdf:
+def _pbkdf_for(target: VolumeTarget) -> Pbkdf:
     volumes = load_policy().volumes
     profile = target.record.profile if target.record else None
     return volumes.profile(profile if profile in volumes.profiles else None).pbkdf_setting()
 
 
-def _record_change(target: Target, moved: tuple[int, int | None] | None = None) -> None:
+def _record_change(target: VolumeTarget, moved: tuple[int, int | None] | None = None) -> None:
     """Stamp the key change in the registry; `moved` (old slot, new slot or None) follows the
     recovery key when its slot moves or goes."""
     if target.record is None:
         return
-    records = load_registry()
-    record = records.get(target.record.name)
-    if record is None:
-        return
-    record.last_key_change = now_utc()
-    if moved is not None and record.recovery_keyslot == moved[0]:
-        record.recovery_keyslot = moved[1]
-    save_registry(records)
+    changes: dict[str, object] = {"last_key_change": utc_now()}
+    if moved is not None and target.record.recovery_keyslot == moved[0]:
+        changes["recovery_keyslot"] = moved[1]
+    update_record(target.record.name, **changes)
 
 
-def add_key(target: Target, existing: Secret, new: Secret) -> int:
+def add_key(target: VolumeTarget, existing: Secret, new: Secret) -> int:
     """Add the passphrase `new`, authorised by `existing`; returns its keyslot."""
     if len(new) == 0:
         raise KeyslotError("the new passphrase is empty", "give a non-empty passphrase")
@@ -89,7 +85,7 @@ def add_key(target: Target, existing: Secret, new: Secret) -> int:
     return slot
 
 
-def change_key(target: Target, old: Secret, new: Secret) -> tuple[int, int]:
+def change_key(target: VolumeTarget, old: Secret, new: Secret) -> tuple[int, int]:
     """Replace passphrase `old` by `new` (rotation); returns (old keyslot, new keyslot)."""
     if len(new) == 0:
         raise KeyslotError("the new passphrase is empty", "give a non-empty passphrase")
@@ -99,7 +95,7 @@ def change_key(target: Target, old: Secret, new: Secret) -> tuple[int, int]:
     return old_slot, new_slot
 
 
-def remove_key(target: Target, keyslot: int, remaining: Secret) -> None:
+def remove_key(target: VolumeTarget, keyslot: int, remaining: Secret) -> None:
     """Wipe `keyslot`. `remaining` must open another keyslot: that both authorises the removal
     and proves the volume stays openable. The last usable keyslot is never removed."""
     header = cryptsetup.read_header(target.device)
@@ -125,7 +121,44 @@ def remove_key(target: Target, keyslot: int, remaining: Secret) -> None:
     _record_change(target, (keyslot, None))
 
 
-def check_key(target: Target, key: Secret) -> int:
+def check_key(target: VolumeTarget, key: Secret) -> int:
     """The keyslot `key` opens (WrongKeyError if none): asked before a new passphrase is
     typed, so a mistyped current one is caught first."""
     return cryptsetup.test_key(target.device, key)
+
+
+@dataclass
+class RecoveryRotation:
+    keyslot: int
+    replaced: int | None  # the old recovery keyslot, now wiped
+    key: Secret | None  # only when it is to be shown
+
+
+def new_recovery_key(
+    target: VolumeTarget, existing: Secret, output: RecoveryTarget
+) -> RecoveryRotation:
+    """Make a fresh recovery key (first one, or rotation after a leak or a holder leaving):
+    add its keyslot, then wipe the old recovery keyslot, authorised by `existing`."""
+    record = target.record
+    if record is None:
+        raise KeyslotError(
+            f"{target.label} is not registered: imgvault does not know its recovery keyslot",
+            "recovery keys are managed for volumes made with 'imgvaultctl volume format'",
+        )
+    cryptsetup.test_key(target.device, existing)
+    output.check()
+    key = output.issue()
+    try:
+        slot = cryptsetup.add_key(target.device, existing, key, pbkdf=_pbkdf_for(target))
+    except BaseException:
+        output.discard(key)
+        raise
+    old = record.recovery_keyslot
+    present = {s.id for s in cryptsetup.read_header(target.device).keyslots}
+    update_record(record.name, recovery_keyslot=slot, last_key_change=utc_now())
+    if old is not None and old != slot and old in present:
+        # Authorised by the new key: `existing` may be the old recovery key itself.
+        cryptsetup.kill_slot(target.device, old, key)
+    return RecoveryRotation(
+        slot, old if old in present else None, key if output.kind == "show" else None
+    )

@@ -7,7 +7,6 @@ operation runs before the first write, so a refused command leaves the disk as i
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from imgvault.devices.blockdev import BlockInfo, block_info, devno_of, processes_using
@@ -16,22 +15,27 @@ from imgvault.errors import ImgvaultError
 from imgvault.policy import Profile, load_policy
 from imgvault.secret import Secret
 from imgvault.system.run import run
-from imgvault.volumes import cryptsetup, recovery
-from imgvault.volumes.errors import DeviceBusyError, DeviceMissingError, OutOfMemoryError
-from imgvault.volumes.header import backup_header
-from imgvault.volumes.luks import LuksHeader
-from imgvault.volumes.mappings import DmMapping
-from imgvault.volumes.registry import (
-    VolumeRecord,
-    find_volume,
-    load_registry,
-    save_registry,
+from imgvault.volumes import cryptsetup
+from imgvault.volumes.errors import (
+    DeviceBusyError,
+    OutOfMemoryError,
+    no_device_mapper,
 )
+from imgvault.volumes.header_backup import backup_header
+from imgvault.volumes.luks import LuksHeader, Pbkdf
+from imgvault.volumes.mappings import DmMapping
+from imgvault.volumes.recovery import RecoveryTarget
+from imgvault.volumes.registry import VolumeRecord, load_registry, save_registry
+from imgvault.volumes.resolve import VolumeTarget, current_device, utc_now
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# The name is also the default LUKS2 label, which holds 47 characters at most.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,46}$")
+LABEL_MAX = 47
 # cryptsetup refuses a larger argon2 memory cost outright.
 ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
 MEMINFO = Path("/proc/meminfo")
+# Present when the kernel has device-mapper (/dev/mapper/control may exist without it).
+DM_MISC_DEVICE = Path("/sys/class/misc/device-mapper")
 
 
 class VolumeError(ImgvaultError):
@@ -46,25 +50,7 @@ class VolumeInUseError(VolumeError):
     exit_code = 5
 
 
-class NotRegisteredError(VolumeError):
-    exit_code = 4
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 # --- format -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecoveryTarget:
-    """Where the new recovery key goes: printed once (`show`), a new 0600 `file`, or a CMS
-    envelope for `certificate` written to `path`."""
-
-    kind: str = "show"
-    path: Path | None = None
-    certificate: Path | None = None
 
 
 @dataclass
@@ -112,18 +98,19 @@ def existing_data(info: BlockInfo) -> list[str]:
 
 
 def check_not_in_use(info: BlockInfo) -> None:
-    """Refuse a mounted device or one under a mapping: --force never overrides this."""
+    """Refuse a mounted device, or one held by a mapping, a RAID array or swap: --force never
+    overrides this."""
     mounted = info.mountpoints()
     if mounted:
         raise DeviceBusyError(
             f"{info.path} is mounted on {', '.join(mounted)}",
             "unmount it first (and make sure it is the device you mean to erase)",
         )
-    held = info.holders()
-    if held:
+    users = info.users()
+    if users:
         raise DeviceBusyError(
-            f"{info.path} is in use by device-mapper mapping {', '.join(m.name for m in held)}",
-            "lock the volume ('imgvaultctl volume lock') or remove the mapping first",
+            f"{info.path} is in use by {', '.join(users)}",
+            "lock the volume ('imgvaultctl volume lock'), stop the array or swapoff first",
         )
 
 
@@ -208,7 +195,7 @@ def _check_name(name: str, device: Path, records: dict[str, VolumeRecord], force
     if not _NAME.match(name):
         raise VolumeError(
             f"invalid volume name {name!r}",
-            "use up to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
+            "use up to 47 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
         )
     other = records.get(name)
     if other is not None and not (force and other.device == str(device)):
@@ -218,6 +205,30 @@ def _check_name(name: str, device: Path, records: dict[str, VolumeRecord], force
         )
 
 
+def _check_request(request: FormatRequest, info: BlockInfo) -> tuple[Pbkdf, int, str]:
+    """Everything about a format request that can be wrong, checked before the first write;
+    returns the PBKDF, the sector size and why."""
+    _check_name(request.name, info.path, load_registry(), request.force)
+    if len(request.key) == 0:
+        raise VolumeError("the passphrase is empty", "give a non-empty passphrase")
+    if request.label is not None and len(request.label.encode()) > LABEL_MAX:
+        raise VolumeError(f"the label is longer than {LABEL_MAX} bytes", "give a shorter --label")
+    if request.mountpoint is not None and not request.mountpoint.is_absolute():
+        raise VolumeError(
+            f"mount point {request.mountpoint} is not an absolute path",
+            f"give the full path, e.g. {Path.cwd() / request.mountpoint}",
+        )
+    pbkdf = request.profile.pbkdf_setting(request.pbkdf_memory_kib)
+    check_pbkdf_memory(pbkdf.memory_kib, pbkdf.kind)
+    sector_size, reason = choose_sector_size(request.profile, info, request.sector_size)
+    if request.mkfs not in (None, "ext4"):
+        raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
+    if request.mkfs and not DM_MISC_DEVICE.exists():
+        raise no_device_mapper(f"--mkfs {request.mkfs} needs the volume opened")
+    request.recovery.check()
+    return pbkdf, sector_size, reason
+
+
 def format_volume(request: FormatRequest) -> FormatResult:
     """Encrypt a device: LUKS2 header with the profile, the first passphrase in keyslot 0, a
     recovery key in its own keyslot, a header backup, a registry record; optionally a file
@@ -225,30 +236,11 @@ def format_volume(request: FormatRequest) -> FormatResult:
     `force` is not set."""
     policy = load_policy()
     info, _ = inspect_for_format(request.device, request.force)
-    records = load_registry()
-    _check_name(request.name, info.path, records, request.force)
-    if len(request.key) == 0:
-        raise VolumeError("the passphrase is empty", "give a non-empty passphrase")
-    pbkdf = request.profile.pbkdf_setting(request.pbkdf_memory_kib)
-    check_pbkdf_memory(pbkdf.memory_kib, pbkdf.kind)
-    sector_size, reason = choose_sector_size(request.profile, info, request.sector_size)
-    if request.mkfs not in (None, "ext4"):
-        raise VolumeError(f"unsupported file system {request.mkfs!r}", "use --mkfs ext4")
+    pbkdf, sector_size, reason = _check_request(request, info)
     target = request.recovery
-    cert = None
-    if target.kind in ("file", "certificate") and target.path is not None:
-        recovery.check_new_file(target.path)
-    if target.kind == "certificate" and target.certificate is not None:
-        cert = recovery.load_certificate(target.certificate)
-
-    recovery_key = recovery.generate()
-    if target.path is not None:
-        if cert is not None:
-            recovery.encrypt_to_certificate(recovery_key, cert, target.path)
-        else:
-            recovery.write_file(recovery_key, target.path)
+    recovery_key = target.issue()
     try:
-        header = cryptsetup.luks_format(
+        cryptsetup.luks_format(
             info.path,
             request.key,
             cipher=request.profile.cipher,
@@ -260,15 +252,14 @@ def format_volume(request: FormatRequest) -> FormatResult:
         )
         recovery_slot = cryptsetup.add_key(info.path, request.key, recovery_key, pbkdf=pbkdf)
     except BaseException:
-        if target.path is not None:
-            target.path.unlink(missing_ok=True)
-        recovery_key.wipe()
+        target.discard(recovery_key)
         raise
     header = cryptsetup.read_header(info.path)
+    records = load_registry()
     stale = [n for n, r in records.items() if r.device == str(info.path)]
     for old in stale:
         del records[old]
-    created = now_utc()
+    created = utc_now()
     record = VolumeRecord(
         name=request.name,
         uuid=header.uuid,
@@ -279,14 +270,14 @@ def format_volume(request: FormatRequest) -> FormatResult:
         recovery_keyslot=recovery_slot,
         last_key_change=created,
     )
-    backup = backup_header(record, policy.volumes.header_backup_dir)
-    record.header_backup, record.header_backup_time = str(backup), now_utc()
     records[record.name] = record
+    save_registry(records)  # first: the volume exists now, whatever fails next
+    backup = backup_header(info.path, policy.volumes.header_backup_dir, record.name)
+    record.header_backup, record.header_backup_time = str(backup), utc_now()
     save_registry(records)
     if request.mkfs:
         _make_filesystem(record, request.key, request.mkfs)
         record.filesystem = request.mkfs
-        records[record.name] = record
         save_registry(records)
     return FormatResult(
         record=record,
@@ -310,51 +301,14 @@ def _make_filesystem(record: VolumeRecord, key: Secret, kind: str) -> None:
 # --- finding volumes ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
-    """A volume addressed by name, device path or UUID: its record (if registered), the
-    device it is on now, and the /dev/mapper name it opens as."""
-
-    record: VolumeRecord | None
-    device: Path
-    mapping_name: str
-
-    @property
-    def label(self) -> str:
-        return self.record.name if self.record else str(self.device)
+def mapping_name(target: VolumeTarget) -> str:
+    """The /dev/mapper name: the registered name, else `luks-UUID` as systemd names it."""
+    if target.record is not None:
+        return target.record.name
+    return f"luks-{cryptsetup.read_header(target.device).uuid}"
 
 
-def _device_of(record: VolumeRecord) -> Path:
-    """Where the volume is now: device paths can change across boots, the LUKS UUID not."""
-    by_uuid = Path("/dev/disk/by-uuid") / record.uuid
-    if by_uuid.exists():
-        return by_uuid.resolve()
-    device = Path(record.device)
-    if device.exists() and cryptsetup.probe_identity(device).get("UUID") == record.uuid:
-        return device
-    raise DeviceMissingError(
-        f"volume {record.name}: no device with LUKS UUID {record.uuid} (it was on {record.device})",
-        "attach the disk; 'imgvaultctl status' lists the devices present",
-    )
-
-
-def resolve(name_or_device: str) -> Target:
-    """A registered volume by name, device or UUID, or an unregistered LUKS device by path."""
-    record = find_volume(load_registry(), name_or_device)
-    if record is not None:
-        return Target(record, _device_of(record), record.name)
-    device = Path(name_or_device)
-    if "/" not in name_or_device:
-        raise NotRegisteredError(
-            f"no volume named {name_or_device!r} is registered",
-            "'imgvaultctl volume list' shows the registered volumes; a device path works too",
-        )
-    block_info(device)
-    header = cryptsetup.read_header(device)
-    return Target(None, device, f"luks-{header.uuid}")
-
-
-def open_mapping(device: Path) -> DmMapping | None:
+def open_mapping(device: str | Path) -> DmMapping | None:
     """The dm-crypt mapping open on `device`, if any."""
     return next((m for m in block_info(device).holders() if m.is_crypt), None)
 
@@ -364,7 +318,7 @@ def open_mapping(device: Path) -> DmMapping | None:
 
 @dataclass
 class UnlockResult:
-    target: Target
+    target: VolumeTarget
     already: bool
     tested_only: bool
     keyslot: int | None
@@ -372,18 +326,25 @@ class UnlockResult:
     mountpoint: str | None
 
 
-def unlock_volume(target: Target, key: Secret, *, test_only: bool = False) -> UnlockResult:
+def unlock_volume(
+    target: VolumeTarget, key: Secret | None, *, test_only: bool = False
+) -> UnlockResult:
     """Check `key` (`test_only`) or open the volume and mount its recorded mount point.
-    Opening an open volume is not an error: it reports `already` and mounts if needed."""
-    if test_only:
+    Opening an open volume is not an error and needs no key: it reports `already` and mounts
+    the volume if it is not mounted."""
+    mapping = None if test_only else open_mapping(target.device)
+    already = mapping is not None
+    if mapping is not None:
+        mapped = mapping.path
+    elif key is None:
+        raise VolumeError(
+            f"{target.label} is locked: a key is needed", "give a passphrase or --key-file"
+        )
+    elif test_only:
         slot = cryptsetup.test_key(target.device, key)
         return UnlockResult(target, False, True, slot, None, None)
-    mapping = open_mapping(target.device)
-    already = mapping is not None
-    if mapping is None:
-        mapped = cryptsetup.open_volume(target.device, target.mapping_name, key)
     else:
-        mapped = mapping.path
+        mapped = cryptsetup.open_volume(target.device, mapping_name(target), key)
     mountpoint = target.record.mountpoint if target.record else None
     if mountpoint and not _mounted_at(mapped, mountpoint):
         try:
@@ -391,7 +352,7 @@ def unlock_volume(target: Target, key: Secret, *, test_only: bool = False) -> Un
             run(["mount", "--", str(mapped), mountpoint], check=True)
         except (OSError, ImgvaultError) as error:
             if not already:
-                cryptsetup.close_volume(target.mapping_name)
+                cryptsetup.close_volume(mapped.name)
             raise VolumeError(
                 f"{target.label} opened but could not be mounted on {mountpoint}: {error}",
                 "check the file system (fsck) and the mount point; the volume was locked again",
@@ -409,12 +370,12 @@ def _mounted_at(mapped: Path, mountpoint: str) -> bool:
 
 @dataclass
 class LockResult:
-    target: Target
+    target: VolumeTarget
     already: bool
     unmounted: list[str]
 
 
-def lock_volume(target: Target) -> LockResult:
+def lock_volume(target: VolumeTarget) -> LockResult:
     """Unmount and close the volume; refuse, naming them, while processes use its files.
     Locking a locked volume is not an error."""
     mapping = open_mapping(target.device)
@@ -456,7 +417,7 @@ def list_volumes() -> list[VolumeState]:
     states = []
     for record in load_registry().values():
         try:
-            device = _device_of(record)
+            device = current_device(record)
         except ImgvaultError:
             states.append(VolumeState(record, "missing", None, None, []))
             continue

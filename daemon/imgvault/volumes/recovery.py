@@ -8,20 +8,22 @@ spaces and missing dashes, and reads O as 0 and I/L as 1. The keyslot holds the 
 grouped form, so `cryptsetup open` also accepts the key exactly as printed.
 
 The key leaves imgvault in one of three ways: printed once, written to a new 0600 file, or
-encrypted to a recipient's X.509 certificate as CMS EnvelopedData (RFC 5652; PEM,
-`openssl cms -decrypt` reads it) so that only the holder of that private key can read it.
+encrypted to a recipient's X.509 certificate in the format of encrypted images (CMS
+AuthEnvelopedData, RSA-OAEP; `openssl cms -decrypt` reads it) so that only the holder of that
+private key can read it.
 """
 
+import io
 import os
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-
 from imgvault.errors import ImgvaultError
+from imgvault.filecrypt import stream
+from imgvault.filecrypt.format import FileInfo
+from imgvault.filecrypt.recipients import Recipient, check_recipient, load_certificate
 from imgvault.secret import Secret
 
 ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -111,42 +113,51 @@ def write_file(key: Secret, path: Path) -> None:
     _create_private(path, key.reveal() + b"\n")
 
 
-def load_certificate(path: Path) -> x509.Certificate:
-    """An RSA recipient certificate (PEM or DER) to encrypt the recovery key to."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise RecoveryKeyError(
-            f"cannot read certificate {path}: {error.strerror}", "check the path"
-        ) from None
-    try:
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
-    except ValueError:
-        raise RecoveryKeyError(
-            f"{path} is not an X.509 certificate (PEM or DER)",
-            "give the recipient's certificate, not its key or a CSR",
-        ) from None
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise RecoveryKeyError(
-            f"the certificate {path} has a non-RSA key",
-            "CMS key transport here needs an RSA recipient certificate",
-        )
-    return cert
+def load_recipient(path: Path) -> Recipient:
+    """The certificate to encrypt a recovery key to, checked as file-encryption recipients are
+    (RSA 2048-4096, valid now, key encipherment allowed)."""
+    return check_recipient(load_certificate(path), str(path))
 
 
-def encrypt_to_certificate(key: Secret, cert: x509.Certificate, path: Path) -> None:
-    """CMS EnvelopedData holding the key and a newline, PEM, in a new 0600 file. Content
-    AES-256-CBC; key transport RSA PKCS#1 v1.5, the one cryptography's builder offers.
-    `Binary` keeps the bytes as they are (no S/MIME text canonicalisation)."""
-    envelope = (
-        pkcs7.PKCS7EnvelopeBuilder()
-        .set_data(key.reveal() + b"\n")
-        .set_content_encryption_algorithm(algorithms.AES256)
-        .add_recipient(cert)
-        .encrypt(Encoding.PEM, [pkcs7.PKCS7Options.Binary])
-    )
-    _create_private(path, envelope)
+def encrypt_to_certificate(key: Secret, recipient: Recipient, path: Path) -> None:
+    """The key and a newline as a CMS AuthEnvelopedData file (DER, 0600), made by the file
+    encryption engine: AES-256-GCM, RSA-OAEP-SHA256 key transport (docs/filecrypt-format.md).
+    `openssl cms -decrypt -binary -inform DER` reads it, as it reads encrypted images."""
+    plain = key.reveal() + b"\n"
+    info = FileInfo(size=len(plain), mode=0o600, uid=0, gid=0, mtime_ns=time.time_ns())
+    envelope = io.BytesIO()
+    stream.encrypt(io.BytesIO(plain), envelope, info, [recipient])
+    _create_private(path, envelope.getvalue())
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where a new recovery key goes: printed once (`show`), a new 0600 `file`, or a CMS
+    envelope for `certificate` written to `path`."""
+
+    kind: str = "show"
+    path: Path | None = None
+    certificate: Path | None = None
+
+    def check(self) -> None:
+        """Fail before any keyslot is written if the key could not be delivered."""
+        if self.path is not None:
+            check_new_file(self.path)
+        if self.certificate is not None:
+            load_recipient(self.certificate)
+
+    def issue(self) -> Secret:
+        """A new recovery key, already written to its file or envelope when there is one."""
+        key = generate()
+        if self.path is not None:
+            if self.certificate is not None:
+                encrypt_to_certificate(key, load_recipient(self.certificate), self.path)
+            else:
+                write_file(key, self.path)
+        return key
+
+    def discard(self, key: Secret) -> None:
+        """Undo `issue` when the keyslot could not be made: that key opens nothing."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        key.wipe()

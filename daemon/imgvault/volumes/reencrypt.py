@@ -23,11 +23,11 @@ from imgvault.policy import Profile, load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import CryptsetupError, DeviceBusyError
-from imgvault.volumes.header import backup_header
-from imgvault.volumes.lifecycle import now_utc
+from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.luks import LuksHeader, Pbkdf
 from imgvault.volumes.mappings import luks_mapping
-from imgvault.volumes.registry import VolumeRecord, load_registry, update_record
+from imgvault.volumes.registry import VolumeRecord, load_registry
+from imgvault.volumes.resolve import update_record, utc_now
 
 
 class ReencryptError(ImgvaultError):
@@ -245,8 +245,8 @@ def _finished(device: str | Path, record: VolumeRecord | None, profile: str | No
     new_slots = active_keyslots(header)
     if recovery is not None and recovery in old_slots and len(old_slots) == len(new_slots):
         recovery = new_slots[old_slots.index(recovery)]
-    backup = backup_header(record, load_policy().volumes.header_backup_dir)
-    now = now_utc()
+    backup = backup_header(device, load_policy().volumes.header_backup_dir, record.name)
+    now = utc_now()
     update_record(
         record.name,
         profile=profile or record.profile,

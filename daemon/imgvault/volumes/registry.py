@@ -74,13 +74,3 @@ def find_volume(records: dict[str, VolumeRecord], name_or_device: str) -> Volume
         if name_or_device in (record.device, record.uuid):
             return record
     return None
-
-
-def update_record(name: str, **changes: object) -> VolumeRecord:
-    """Change fields of one record and save the registry atomically."""
-    records = load_registry()
-    record = records[name]
-    for key, value in changes.items():
-        setattr(record, key, value)
-    save_registry(records)
-    return record

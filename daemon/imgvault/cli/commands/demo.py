@@ -61,8 +61,9 @@ def _setup(directory: Path) -> tuple[KeyStore, Store, Path]:
     existing = {entry.name for entry in keystore.entries()}
     for name in KEYS:
         if name not in existing:
-            phrase = Secret(passphrase_file.read_bytes().rstrip(b"\n"))
-            keystore.create(name, 3072, 365, phrase)
+            keystore.create(
+                name, 3072, 365, lambda: Secret(passphrase_file.read_bytes().rstrip(b"\n"))
+            )
     store = Store("demo", directory / "store", list(KEYS))
     store.root.mkdir(parents=True, exist_ok=True)
     StoreRegistry(state / "filecrypt-stores.json").save(store)

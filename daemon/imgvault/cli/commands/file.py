@@ -70,22 +70,22 @@ def _batch(
     files: list[Path],
     operation: Callable[[Path, set[str]], inplace.Outcome],
 ) -> int:
-    """Run `operation` on every file, going on past failures, then sync directories once."""
-    sizes = [p.lstat().st_size if p.exists() else 0 for p in files]
-    progress = Progress(len(files), sum(sizes), enabled=not args.json)
+    """Run `operation` on every file, going on past failures; report each failure."""
+    sizes = {p: p.lstat().st_size if p.exists() else 0 for p in files}
+    progress = Progress(len(files), sum(sizes.values()), enabled=not args.json)
     outcomes: list[inplace.Outcome] = []
     failures: list[tuple[Path, ImgvaultError]] = []
-    dirs: set[str] = set()
     try:
-        for path, size in zip(files, sizes, strict=True):
-            try:
-                outcomes.append(operation(path, dirs))
-            except ImgvaultError as error:
+        for path, outcome, error in inplace.run_batch(files, operation, jobs=args.jobs):
+            if outcome is not None:
+                outcomes.append(outcome)
+            if error is not None:
                 failures.append((path, error))
-            progress.step(size)
+            progress.step(sizes[path])
     finally:
-        inplace.sync_directories(dirs)
         progress.close()
+    outcomes.sort(key=lambda o: str(o.path))
+    failures.sort(key=lambda f: str(f[0]))
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
@@ -114,7 +114,11 @@ def _recipients(args: argparse.Namespace, store: Store | None) -> list[Recipient
             "no recipients", "give --recipient CERT (a key name or certificate file), or --store"
         )
     keystore = KeyStore(args.keystore)
-    return [keystore.recipient(name) for name in names]
+    unique: dict[bytes, Recipient] = {}
+    for name in names:  # the same key named twice (by name and by file) is one recipient
+        recipient = keystore.recipient(name)
+        unique.setdefault(recipient.key_id, recipient)
+    return list(unique.values())
 
 
 def _key(args: argparse.Namespace) -> inplace.Key:
@@ -126,6 +130,8 @@ def _key(args: argparse.Namespace) -> inplace.Key:
 def run_encrypt(args: argparse.Namespace) -> int:
     files, root, store = _targets(args)
     recipients = _recipients(args, store)
+    if args.check:
+        return _batch(args, files, lambda p, _: inplace.check_file(p, root=root))
     return _batch(
         args,
         files,
@@ -308,8 +314,14 @@ def register(subparsers: Subparsers) -> None:
     many.add_argument("--store", help="a registered store: its root, recipients and paths")
     many.add_argument("--root", type=Path, help="refuse any file outside this directory")
     many.add_argument("--recipient", action="append", help="key name or certificate file (repeat)")
+    many.add_argument(
+        "--jobs", type=int, default=4, help="files in flight at once (4); overlaps fsyncs"
+    )
 
     p = verbs.add_parser("encrypt", parents=[common, many], help="encrypt files in place")
+    p.add_argument(
+        "--check", action="store_true", help="change nothing; report what would be encrypted"
+    )
     p.set_defaults(handler=run_encrypt)
     p = verbs.add_parser(
         "rewrap", parents=[common, many, keyed], help="replace recipients, keep the content"
@@ -319,7 +331,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("path", type=Path)
     p.add_argument("-o", "--output", type=Path, help="new file to write (default: in place)")
     p.add_argument("--root", type=Path, help="refuse a file outside this directory")
-    p.set_defaults(handler=run_decrypt)
+    p.set_defaults(handler=run_decrypt, jobs=1)
     p = verbs.add_parser("inspect", parents=[common], help="show recipients and sizes")
     p.add_argument("path", type=Path)
     p.set_defaults(handler=run_inspect)

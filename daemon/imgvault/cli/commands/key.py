@@ -35,7 +35,7 @@ def _store(args: argparse.Namespace) -> KeyStore:
 
 def run_create(args: argparse.Namespace) -> int:
     passphrase = reader(args.passphrase_file, "New passphrase for the private key: ", confirm=True)
-    entry = _store(args).create(args.name, args.bits, args.days, passphrase())
+    entry = _store(args).create(args.name, args.bits, args.days, passphrase)
     if args.json:
         print_json(entry.to_json())
     else:

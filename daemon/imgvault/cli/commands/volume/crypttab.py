@@ -16,7 +16,7 @@ from imgvault.volumes.crypttab import (
     plan_crypttab,
     plan_fstab,
 )
-from imgvault.volumes.lifecycle import resolve
+from imgvault.volumes.resolve import resolve_volume
 
 HELP = """\
 Write or update the /etc/crypttab entry of a data volume (and its /etc/fstab entry when it has
@@ -45,7 +45,7 @@ examples:
 
 
 def run_crypttab(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     name = args.name or (target.record.name if target.record else None)
     if name is None:
         raise ImgvaultError(
@@ -54,7 +54,7 @@ def run_crypttab(args: argparse.Namespace) -> int:
         )
     uuid = cryptsetup.luks_uuid(target.device)
     entry = crypttab_entry(name, uuid, args.key_file, args.timeout, args.discard)
-    changes = [plan_crypttab(Path(args.crypttab), name, uuid, str(target.device), entry)]
+    changes = [plan_crypttab(Path(args.crypttab), name, uuid, target.device, entry)]
     mountpoint = args.mount_point or (target.record.mountpoint if target.record else None)
     if mountpoint and not args.no_fstab:
         fstype = args.fstype or (target.record.filesystem if target.record else None) or "auto"

@@ -5,14 +5,17 @@ import sys
 from pathlib import Path
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import add_key_file_option, confirm, new_passphrase
 from imgvault.cli.output import print_json
-from imgvault.cli.secrets import add_key_file_option, new_passphrase
-from imgvault.errors import ImgvaultError
+from imgvault.cli.recovery_options import (
+    add_recovery_options,
+    print_recovery_key,
+    recovery_target,
+)
 from imgvault.policy import load_policy
 from imgvault.volumes.lifecycle import (
     FormatRequest,
     FormatResult,
-    RecoveryTarget,
     format_volume,
     inspect_for_format,
 )
@@ -26,13 +29,13 @@ Two keyslots are made: the first passphrase (typed twice, or --key-file) and a g
 recovery key (240 bits, eight groups of six characters). The recovery key is printed once,
 or written to a new 0600 file (--recovery-key-file), or encrypted to a recipient's X.509
 certificate as CMS (--recovery-cert CERT --recovery-key-file OUT; read it back with
-'openssl cms -decrypt -in OUT -inkey KEY'). Store it away from the server.
+'openssl cms -decrypt -binary -inform DER -in OUT -inkey KEY'). Store it away from the server.
 
 Encryption sectors are 4096 bytes when the device writes 4096-byte physical sectors, else
 512 (a larger sector could be torn by a power cut); --sector-size overrides.
 
 The device must not be mounted or open. If it holds a file system, a partition table or a
-LUKS header, format refuses unless --force is given and the device path is typed to confirm
+LUKS header, format refuses unless --force is given and confirmed with "yes"
 (or --yes). Everything on it is then lost.
 
 examples:
@@ -42,18 +45,6 @@ examples:
   imgvaultctl volume format /dev/sdc --name vna --key-file /root/vna.pass \\
       --recovery-cert escrow.pem --recovery-key-file vna-recovery.p7m --force --yes
 """
-
-
-def _confirm(device: str, found: list[str]) -> None:
-    if not sys.stdin.isatty():
-        raise ImgvaultError(
-            f"{device} holds {'; '.join(found)}: confirmation needed",
-            "run on a terminal to confirm, or add --yes",
-        )
-    print(f"WARNING: {device} holds {'; '.join(found)}. Formatting destroys it.", file=sys.stderr)
-    answer = input(f"Type the device path ({device}) to continue: ")
-    if answer.strip() != device:
-        raise ImgvaultError("not confirmed: nothing was changed", "type the exact device path")
 
 
 def _report(result: FormatResult, as_json: bool) -> None:
@@ -87,29 +78,16 @@ def _report(result: FormatResult, as_json: bool) -> None:
         print(f"  file system:   {record.filesystem}")
     if record.mountpoint:
         print(f"  mount point:   {record.mountpoint} (mounted by 'volume unlock')")
-    if result.recovery_key is not None:
-        print("\nRECOVERY KEY (shown once; write it down and store it away from this server):\n")
-        print(f"    {result.recovery_key.reveal().decode()}\n")
-    elif result.recovery_file is not None:
-        print(f"  recovery key:  written to {result.recovery_file} (0600)")
+    print_recovery_key(result.recovery_key, result.recovery_file)
 
 
 def run_format(args: argparse.Namespace) -> int:
     profile = load_policy().volumes.profile(args.profile)
-    if args.recovery_cert and not args.recovery_key_file:
-        raise ImgvaultError(
-            "--recovery-cert needs --recovery-key-file OUT for the encrypted key",
-            "add --recovery-key-file PATH.p7m",
-        )
     _, found = inspect_for_format(Path(args.device), args.force)
-    if found and not args.yes:
-        _confirm(args.device, found)
-    if args.recovery_cert:
-        recovery = RecoveryTarget("certificate", args.recovery_key_file, args.recovery_cert)
-    elif args.recovery_key_file:
-        recovery = RecoveryTarget("file", args.recovery_key_file)
-    else:
-        recovery = RecoveryTarget()
+    if found:
+        print(f"WARNING: {args.device} holds {'; '.join(found)}.", file=sys.stderr)
+        confirm(f"Destroy it and format {args.device}?", assume_yes=args.yes)
+    recovery = recovery_target(args)
     key = new_passphrase(args.key_file)
     try:
         result = format_volume(
@@ -153,18 +131,7 @@ def register(subparsers: Subparsers) -> None:
         "--pbkdf-memory", type=int, metavar="KIB", help="argon2 memory cost (default: profile)"
     )
     add_key_file_option(parser)
-    parser.add_argument(
-        "--recovery-key-file",
-        type=Path,
-        metavar="PATH",
-        help="write the recovery key to this new 0600 file instead of printing it",
-    )
-    parser.add_argument(
-        "--recovery-cert",
-        type=Path,
-        metavar="CERT",
-        help="encrypt the recovery key to this RSA certificate (CMS, PEM) into --recovery-key-file",
-    )
+    add_recovery_options(parser)
     parser.add_argument("--mkfs", choices=("ext4",), help="make a file system in the volume")
     parser.add_argument(
         "--mount-point", type=Path, metavar="DIR", help="where 'volume unlock' mounts it"

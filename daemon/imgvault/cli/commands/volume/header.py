@@ -10,15 +10,15 @@ from imgvault.cli.output import print_json
 from imgvault.policy import load_policy
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import DeviceMissingError
-from imgvault.volumes.header import backup_header, latest_backup
+from imgvault.volumes.header_backup import backup_header, latest_backup
 from imgvault.volumes.header_verify import (
     HeaderBackupError,
     HeaderComparison,
     compare_header,
     plan_restore,
 )
-from imgvault.volumes.lifecycle import Target, now_utc, resolve
-from imgvault.volumes.registry import find_volume, load_registry, update_record
+from imgvault.volumes.registry import find_volume, load_registry
+from imgvault.volumes.resolve import VolumeTarget, resolve_volume, update_record, utc_now
 
 HELP = """\
 A LUKS header holds the only wrapped copies of the volume key: if it is overwritten (a stray
@@ -27,8 +27,7 @@ off the disk it describes, and make a new one after every key change ('imgvaultc
 flags volumes whose backup is missing or older than their last key change).
 
   backup   write the header to a new 0600 file in the policy's header_backup_dir
-           (NAME-TIMESTAMP.luksheader; UUID-TIMESTAMP for an unregistered device) and
-           record it in the registry
+           (NAME.UUID.TIMESTAMP.luksheader) and record it in the registry
   verify   compare a backup with the device: UUID, volume key, keyslots, segments;
            exits 1 and lists each difference when they differ
   restore  write a backup over the device's header, after checking it is of this volume
@@ -37,7 +36,7 @@ flags volumes whose backup is missing or older than their last key change).
 examples:
   imgvaultctl volume header backup pacs-store
   imgvaultctl volume header verify pacs-store            # against the latest backup
-  imgvaultctl volume header restore /dev/sdb /srv/backups/pacs-store-<time>.luksheader
+  imgvaultctl volume header restore /dev/sdb /srv/backups/pacs-store.<uuid>.<time>.luksheader
 """
 
 
@@ -46,11 +45,12 @@ def _backup_dir(args: argparse.Namespace) -> Path:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     uuid = cryptsetup.luks_uuid(target.device)
-    path = backup_header(target.record or target.device, _backup_dir(args))
+    name = target.record.name if target.record else uuid
+    path = backup_header(target.device, _backup_dir(args), name)
     if target.record:
-        update_record(target.record.name, header_backup=str(path), header_backup_time=now_utc())
+        update_record(target.record.name, header_backup=str(path), header_backup_time=utc_now())
     if args.json:
         print_json(
             {
@@ -65,13 +65,12 @@ def run_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chosen_backup(args: argparse.Namespace, target: Target) -> Path:
+def _chosen_backup(args: argparse.Namespace, target: VolumeTarget) -> Path:
     if args.backup:
         return Path(args.backup)
     if target.record and target.record.header_backup:
         return Path(target.record.header_backup)
-    stems = (target.label, cryptsetup.luks_uuid(target.device))
-    found = latest_backup(_backup_dir(args), stems)
+    found = latest_backup(_backup_dir(args), cryptsetup.luks_uuid(target.device))
     if found is None:
         raise HeaderBackupError(
             f"no header backup of {target.label} found",
@@ -88,7 +87,7 @@ def _print_comparison(comparison: HeaderComparison) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     comparison = compare_header(_chosen_backup(args, target), target.device)
     if args.json:
         print_json(comparison.to_json())
@@ -102,7 +101,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if comparison.matches else 1
 
 
-def _restore_target(name_or_device: str) -> Target:
+def _restore_target(name_or_device: str) -> VolumeTarget:
     """Like `resolve`, without reading the header: restoring is for a header that is gone."""
     record = find_volume(load_registry(), name_or_device)
     device = Path(record.device if record else name_or_device)
@@ -110,7 +109,7 @@ def _restore_target(name_or_device: str) -> Target:
         raise DeviceMissingError(
             f"{device} does not exist", "check the path; 'imgvaultctl status' lists block devices"
         )
-    return Target(record, device, record.name if record else device.name)
+    return VolumeTarget(device=str(device), record=record)
 
 
 def run_restore(args: argparse.Namespace) -> int:

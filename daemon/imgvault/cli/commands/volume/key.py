@@ -5,11 +5,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import add_key_file_option, new_passphrase, with_key
 from imgvault.cli.output import format_table, print_json
-from imgvault.cli.secrets import add_key_file_option, new_passphrase, with_key
+from imgvault.cli.recovery_options import add_recovery_options, print_recovery_key, recovery_target
 from imgvault.secret import Secret
-from imgvault.volumes import keys
-from imgvault.volumes.lifecycle import Target, resolve
+from imgvault.volumes import keys, recovery
+from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
 T = TypeVar("T")
 
@@ -24,12 +25,15 @@ the registry (last key change), which 'status' compares with the header backup's
   change  replace a passphrase (rotation); the keyslot keeps its role
   remove  wipe a keyslot, authorised by a passphrase of another keyslot; the last usable
           keyslot is never removed
+  recovery  make a new recovery key (printed once, --recovery-key-file, or --recovery-cert)
+          and wipe the old recovery keyslot: after a leak, or when its holder leaves
 
 examples:
   imgvaultctl volume key list pacs-store
   imgvaultctl volume key add pacs-store
   imgvaultctl volume key change pacs-store --key-file old.key --new-key-file new.key
   imgvaultctl volume key remove pacs-store --slot 2
+  imgvaultctl volume key recovery pacs-store --recovery-key-file /root/pacs.recovery
 """
 
 
@@ -49,7 +53,7 @@ def _slot_row(info: keys.KeyslotInfo) -> list[str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     header, slots = keys.list_keys(target)
     if args.json:
         print_json(
@@ -64,14 +68,18 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _authorised(args: argparse.Namespace, text: str, action: Callable[[Target, Secret], T]) -> T:
+def _authorised(
+    args: argparse.Namespace, text: str, action: Callable[[VolumeTarget, Secret], T]
+) -> T:
     """Check the current key (up to three prompts), then run `action` with it."""
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
 
     def checked(key: Secret) -> T:
         keys.check_key(target, key)
         return action(target, key)
 
+    if args.recovery_key:
+        return with_key(args.key_file, "Recovery key", checked, normalize=recovery.normalize)
     return with_key(args.key_file, text, checked)
 
 
@@ -117,6 +125,32 @@ def run_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_recovery(args: argparse.Namespace) -> int:
+    output = recovery_target(args)
+    rotation = _authorised(
+        args,
+        "Current passphrase or recovery key",
+        lambda target, key: keys.new_recovery_key(target, key, output),
+    )
+    try:
+        replaced = f", keyslot {rotation.replaced} wiped" if rotation.replaced is not None else ""
+        document: dict[str, object] = {
+            "action": "recovery",
+            "keyslot": rotation.keyslot,
+            "replaced_keyslot": rotation.replaced,
+            "recovery_key_file": str(output.path) if output.path else None,
+        }
+        if rotation.key is not None and args.json:
+            document["recovery_key"] = rotation.key.reveal().decode()
+        _done(args, document, f"new recovery key in keyslot {rotation.keyslot}{replaced}")
+        if not args.json:
+            print_recovery_key(rotation.key, output.path)
+    finally:
+        if rotation.key is not None:
+            rotation.key.wipe()
+    return 0
+
+
 def _done(args: argparse.Namespace, document: dict[str, object], message: str) -> None:
     if args.json:
         print_json({"volume": args.volume, **document})
@@ -137,6 +171,7 @@ def register(subparsers: Subparsers) -> None:
         ("add", run_add, "add a passphrase"),
         ("change", run_change, "replace a passphrase"),
         ("remove", run_remove, "wipe a keyslot"),
+        ("recovery", run_recovery, "make a new recovery key, wiping the old one"),
     ):
         sub = actions.add_parser(
             name,
@@ -148,8 +183,16 @@ def register(subparsers: Subparsers) -> None:
         sub.add_argument("--json", action="store_true", help="print a JSON report")
         if name != "list":
             add_key_file_option(sub)
+            sub.add_argument(
+                "--recovery-key",
+                action="store_true",
+                help="authorise with the recovery key (e.g. to set a new passphrase when "
+                "the old one is lost)",
+            )
         if name in ("add", "change"):
             add_key_file_option(sub, "--new-key-file")
+        if name == "recovery":
+            add_recovery_options(sub)
         if name == "remove":
             sub.add_argument("--slot", type=int, required=True, help="keyslot to wipe")
         sub.set_defaults(handler=handler)

@@ -8,8 +8,9 @@ from imgvault.volumes.lifecycle import VolumeState, list_volumes
 
 HELP = """\
 List the volumes registered with 'volume format': name, device (found by LUKS UUID), profile,
-state (locked, unlocked, or missing when no attached device has its UUID), mount point and
-recovery keyslot.
+state (locked, unlocked, "unlocked, mounted", or missing when no attached device has its
+UUID), mount point (where it is mounted, else where 'volume unlock' mounts it) and recovery
+keyslot.
 
 examples:
   imgvaultctl volume list
@@ -48,13 +49,13 @@ def run_list(args: argparse.Namespace) -> int:
             s.record.name,
             s.device or f"({s.record.device})",
             s.record.profile,
-            s.state,
-            "\n".join(s.mounted_on) or (f"({s.record.mountpoint})" if s.record.mountpoint else "-"),
+            f"{s.state}, mounted" if s.mounted_on else s.state,
+            "\n".join(s.mounted_on) or s.record.mountpoint or "-",
             "-" if s.record.recovery_keyslot is None else str(s.record.recovery_keyslot),
         ]
         for s in states
     ]
-    headers = ["NAME", "DEVICE", "PROFILE", "STATE", "MOUNTED ON", "RECOVERY SLOT"]
+    headers = ["NAME", "DEVICE", "PROFILE", "STATE", "MOUNT POINT", "RECOVERY SLOT"]
     print(format_table(headers, rows))
     return 0
 

@@ -4,7 +4,8 @@ import argparse
 
 from imgvault.cli.commands import Subparsers
 from imgvault.cli.output import print_json
-from imgvault.volumes.lifecycle import lock_volume, resolve
+from imgvault.volumes.lifecycle import lock_volume
+from imgvault.volumes.resolve import resolve_volume
 
 HELP = """\
 Unmount the volume NAME (or DEVICE, or LUKS UUID) and close its mapping, so its data can only
@@ -19,7 +20,7 @@ examples:
 
 
 def run_lock(args: argparse.Namespace) -> int:
-    result = lock_volume(resolve(args.volume))
+    result = lock_volume(resolve_volume(args.volume))
     label = result.target.label
     if args.json:
         print_json(

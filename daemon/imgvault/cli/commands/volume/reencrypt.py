@@ -9,19 +9,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import PROMPT_TRIES, ask_passphrase, read_key_file
 from imgvault.cli.output import human_size, print_json
-from imgvault.cli.secrets import PROMPT_TRIES, prompt, read_key_file
 from imgvault.errors import ImgvaultError
 from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import WrongKeyError
 from imgvault.volumes.jobs import Job, job_path, running_job, save_job
-from imgvault.volumes.lifecycle import Target as VolumeTarget
-from imgvault.volumes.lifecycle import resolve
 from imgvault.volumes.luks import LuksHeader
 from imgvault.volumes.reencrypt import (
     Progress,
@@ -32,6 +29,7 @@ from imgvault.volumes.reencrypt import (
     reencrypt_volume,
     resume_reencryption,
 )
+from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
 HELP = """\
 Re-encrypt a LUKS2 volume in place, with its data kept:
@@ -71,7 +69,7 @@ def _collect_keys(args: argparse.Namespace, target: VolumeTarget, slots: list[in
         if slot in opened:
             continue
         for attempt in range(1, PROMPT_TRIES + 1):
-            key = prompt(f"Passphrase for keyslot {slot} of {target.label}")
+            key = ask_passphrase(f"Passphrase for keyslot {slot} of {target.label}: ")
             found = _opens(target.device, key)
             if found is not None:
                 opened.setdefault(found, key)
@@ -88,7 +86,7 @@ def _collect_keys(args: argparse.Namespace, target: VolumeTarget, slots: list[in
     return list(opened.values())
 
 
-def _opens(device: Path, key: Secret) -> int | None:
+def _opens(device: str, key: Secret) -> int | None:
     try:
         return cryptsetup.test_key(device, key)
     except WrongKeyError:
@@ -171,7 +169,7 @@ def _refuse_if_running(target: VolumeTarget, uuid: str) -> None:
 
 
 def run_reencrypt(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
     header = cryptsetup.read_header(target.device)
     policy = load_policy().volumes
     _refuse_if_running(target, header.uuid)
@@ -218,7 +216,7 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         id=f"reencrypt-{re.sub(r'[^A-Za-z0-9_.-]', '_', target.label)}-{stamp}",
         kind="reencrypt",
         volume=target.label,
-        device=str(target.device),
+        device=target.device,
         uuid=header.uuid,
         description=f"{description}, {'online' if online_mapping_name(header) else 'offline'}",
         pid=os.getpid(),

@@ -3,10 +3,11 @@
 import argparse
 
 from imgvault.cli.commands import Subparsers
+from imgvault.cli.interaction import add_key_file_option, with_key
 from imgvault.cli.output import print_json
-from imgvault.cli.secrets import add_key_file_option, with_key
 from imgvault.volumes import recovery
-from imgvault.volumes.lifecycle import UnlockResult, resolve, unlock_volume
+from imgvault.volumes.lifecycle import UnlockResult, open_mapping, unlock_volume
+from imgvault.volumes.resolve import resolve_volume
 
 HELP = """\
 Open the volume NAME (or DEVICE, or LUKS UUID) as /dev/mapper/NAME and mount it on its
@@ -47,7 +48,10 @@ def _report(result: UnlockResult, as_json: bool) -> None:
 
 
 def run_unlock(args: argparse.Namespace) -> int:
-    target = resolve(args.volume)
+    target = resolve_volume(args.volume)
+    if not args.test and open_mapping(target.device) is not None:
+        _report(unlock_volume(target, None), args.json)  # already open: no key to ask for
+        return 0
     result = with_key(
         args.key_file,
         "Recovery key" if args.recovery_key else "Passphrase",
