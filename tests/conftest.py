@@ -6,7 +6,9 @@ needs are missing fails, never skips, so CI cannot pass on a tier that did not r
 
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -120,6 +122,32 @@ class VolumeEnv:
             check=False,
         )
 
+    def on_terminal(self, args: list[str], answers: list[bytes]) -> tuple[int, str]:
+        """Run imgvaultctl with a pseudo-terminal as its controlling terminal, typing
+        `answers` at each prompt; its exit code and everything it printed."""
+        pid, fd = pty.fork()
+        if pid == 0:  # child
+            os.execve(  # noqa: S606  (the test is the terminal)
+                sys.executable, [sys.executable, "-m", "imgvault.cli.main", *args], self.env
+            )
+        output = b""
+        pending = list(answers)
+        while True:
+            ready, _, _ = select.select([fd], [], [], 30)
+            if not ready:
+                break
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and chunk.rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0) + b"\n")
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
 
 @pytest.fixture
 def volume_env(tmp_path: Path) -> VolumeEnv:
@@ -137,3 +165,23 @@ def volume_env(tmp_path: Path) -> VolumeEnv:
     env = dict(os.environ)
     env.update(IMGVAULT_STATE_DIR=str(root / "state"), IMGVAULT_CONFIG_DIR=str(root / "config"))
     return VolumeEnv(root, env)
+
+
+@pytest.fixture
+def volume_env_here(volume_env: VolumeEnv, monkeypatch: pytest.MonkeyPatch) -> VolumeEnv:
+    """`volume_env` for the engine calls the test makes itself, as well as for `ctl`."""
+    for name in ("IMGVAULT_STATE_DIR", "IMGVAULT_CONFIG_DIR"):
+        monkeypatch.setenv(name, volume_env.env[name])
+    return volume_env
+
+
+@pytest.fixture
+def luks1_loop(make_loop: Callable[..., LoopDevice]) -> LoopDevice:
+    """A 32 MiB loop device with a LUKS1 header (passphrase "pw", cheap PBKDF2)."""
+    loop = make_loop(32)
+    subprocess.run(
+        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
+         "--key-file=-", str(loop.path)],
+        input=b"pw", check=True, capture_output=True,
+    )  # fmt: skip
+    return loop

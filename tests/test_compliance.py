@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,11 +61,13 @@ def test_registry_findings_recovery_key_and_backups(tmp_path: Path) -> None:
     header = interrupted_header()
     assert "no-recovery-key" in codes(check_volume(header, record(recovery_keyslot=None), POLICY))
     assert "no-recovery-key" in codes(check_volume(header, record(recovery_keyslot=7), POLICY))
-    unregistered = check_volume(header, None, POLICY)
+    unregistered = check_volume(header, None, POLICY, device="/dev/sdb")
     assert {"no-recovery-key", "no-header-backup"} <= set(codes(unregistered))
+    backup_fix = next(f.hint for f in unregistered if f.code == "no-header-backup")
+    assert backup_fix == "imgvaultctl volume header backup /dev/sdb"  # a path, not the UUID
     gone = check_volume(header, record(header_backup=str(tmp_path / "gone")), POLICY)
     assert "header-backup-missing" in codes(gone)
-    stale = record(last_key_change="2026-11-25T12:00:00Z")
+    stale = record(last_key_change="2026-11-25T12:00:00+00:00")  # formats mix
     assert "header-backup-stale" in codes(check_volume(header, stale, POLICY))
     fine = check_volume(header, record(), POLICY)
     assert not {"no-recovery-key", "no-header-backup", "header-backup-stale"} & set(codes(fine))
@@ -81,29 +81,21 @@ def test_human_section_names_the_fix() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("IMGVAULT_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path
+def env(volume_env_here):  # private state/config dirs, for ctl() and the test's own calls
+    return volume_env_here
 
 
-def status_findings(device: Path) -> list[dict]:
-    result = subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", "status", "--json"],
-        capture_output=True, text=True, check=True, env=os.environ.copy(),
-    )  # fmt: skip
+def status_findings(env, device: Path) -> list[dict]:
+    result = env.ctl("status", "--json")
+    assert result.returncode == 0, result.stderr
     entry = next(d for d in json.loads(result.stdout)["devices"] if d["path"] == str(device))
     return entry["compliance"]
 
 
 @pytest.mark.loop
-def test_real_headers_luks1_low_pbkdf2_single_keyslot(make_loop, env) -> None:
-    luks1 = make_loop(32)
-    subprocess.run(
-        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
-         "--key-file=-", str(luks1.path)], input=b"pw", check=True,
-    )  # fmt: skip
-    found = {f["code"]: f for f in status_findings(luks1.path)}
+def test_real_headers_luks1_low_pbkdf2_single_keyslot(luks1_loop, env) -> None:
+    luks1 = luks1_loop
+    found = {f["code"]: f for f in status_findings(env, luks1.path)}
     assert {"luks1", "pbkdf2-iterations", "few-keyslots", "no-recovery-key"} <= set(found)
     assert found["luks1"]["severity"] == "error"
     assert "cryptsetup convert --type luks2" in found["luks1"]["hint"]
@@ -115,14 +107,12 @@ def test_real_headers_key_size_against_policy(make_loop, fast_pbkdf, env) -> Non
     small, large = make_loop(32), make_loop(32)
     cryptsetup.luks_format(small.path, PASS, key_bits=256, pbkdf=fast_pbkdf)
     cryptsetup.luks_format(large.path, PASS, key_bits=512, pbkdf=fast_pbkdf)
-    assert "weak-cipher" not in [f["code"] for f in status_findings(small.path)]
-    strict = Path(env / "config")
-    strict.mkdir()
-    shipped = load_policy().source.read_text()
-    (strict / "policy.toml").write_text(shipped.replace("min_key_bits = 256", "min_key_bits = 512"))
-    weak = next(f for f in status_findings(small.path) if f["code"] == "weak-cipher")
+    assert "weak-cipher" not in [f["code"] for f in status_findings(env, small.path)]
+    policy = env.root / "config" / "policy.toml"
+    policy.write_text(policy.read_text().replace("min_key_bits = 256", "min_key_bits = 512"))
+    weak = next(f for f in status_findings(env, small.path) if f["code"] == "weak-cipher")
     assert "256-bit key = AES-128-XTS is below the policy's 512-bit minimum" in weak["message"]
-    assert "weak-cipher" not in [f["code"] for f in status_findings(large.path)]
+    assert "weak-cipher" not in [f["code"] for f in status_findings(env, large.path)]
 
 
 @pytest.mark.loop
@@ -131,15 +121,11 @@ def test_a_compliant_registered_volume_has_no_findings(make_loop, env) -> None:
     strong = Pbkdf(kind="argon2id", iterations=4, memory_kib=32 * 1024, parallel=1)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=strong)
     slot = cryptsetup.add_key(loop.path, PASS, Secret("recovery"), pbkdf=strong)
-    backup = backup_header(loop.path, env / "backups", "pacs")
+    backup = backup_header(loop.path, env.root / "backups", "v")
     uuid = cryptsetup.luks_uuid(loop.path)
     save_registry(
         {"pacs": record(uuid=uuid, device=str(loop.path), recovery_keyslot=slot,
                         header_backup=str(backup), header_backup_time="2026-11-25T10:00:01Z")}
     )  # fmt: skip
-    assert status_findings(loop.path) == []
-    human = subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", "status"],
-        capture_output=True, text=True, check=True, env=os.environ.copy(),
-    ).stdout  # fmt: skip
-    assert "compliance:" in human
+    assert status_findings(env, loop.path) == []
+    assert "compliance:" in env.ctl("status").stdout

@@ -4,7 +4,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,8 @@ PASS = Secret("header-test passphrase")
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state_dir = tmp_path / "state"
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(state_dir))
-    monkeypatch.setenv("IMGVAULT_CONFIG_DIR", str(tmp_path / "config"))
-    return state_dir
-
-
-def imgvaultctl(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", *args],
-        input=stdin, capture_output=True, text=True, check=False, env=os.environ.copy(),
-    )  # fmt: skip
+def state(volume_env_here):  # private state/config dirs, for ctl() and the test's own calls
+    return volume_env_here
 
 
 def register(name: str, device: Path) -> None:
@@ -46,23 +35,24 @@ def register(name: str, device: Path) -> None:
     )
 
 
-def test_backup_is_0600_named_by_volume_and_recorded(make_loop, fast_pbkdf, state: Path) -> None:
+def test_backup_is_0600_named_by_volume_and_recorded(make_loop, fast_pbkdf, state) -> None:
     loop = make_loop(32)
     cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
     register("pacs", loop.path)
-    result = imgvaultctl("volume", "header", "backup", "pacs", "--json")
+    result = state.ctl("volume", "header", "backup", "pacs", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     backup = Path(report["backup"])
     uuid = cryptsetup.luks_uuid(loop.path)
-    assert backup.parent == state / "header-backups"
+    assert backup.parent == state.state / "header-backups"
     assert backup.name.startswith(f"pacs.{uuid}.") and backup.name.endswith("Z.luksheader")
+    assert report["uuid"] == uuid
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     assert [p.name for p in backup.parent.iterdir()] == [backup.name]  # no temporary left
     record = load_registry()["pacs"]
     assert record.header_backup == str(backup) and record.header_backup_time
-    verify = imgvaultctl("volume", "header", "verify", "pacs")
+    verify = state.ctl("volume", "header", "verify", "pacs")
     assert verify.returncode == 0, verify.stderr
     assert "matches the header of pacs" in verify.stdout
 
@@ -77,7 +67,7 @@ def test_verify_reports_a_keyslot_added_since_the_backup(
     comparison = compare_header(backup, loop.path)
     assert comparison.same_volume and comparison.same_volume_key
     assert [(d.part, d.backup) for d in comparison.differences] == [("keyslot 1", "absent")]
-    result = imgvaultctl("volume", "header", "verify", str(loop.path), str(backup))
+    result = state.ctl("volume", "header", "verify", str(loop.path), str(backup))
     assert result.returncode == 1
     assert "keyslot 1:" in result.stdout and "make a new backup" in result.stdout
 
@@ -91,11 +81,11 @@ def test_restore_brings_back_a_wiped_header(make_loop, fast_pbkdf, tmp_path: Pat
         disk.flush()
         os.fsync(disk.fileno())
     assert not cryptsetup.is_luks(loop.path)
-    refused = imgvaultctl("volume", "header", "restore", str(loop.path), str(backup), "--yes")
+    refused = state.ctl("volume", "header", "restore", str(loop.path), str(backup), "--yes")
     assert refused.returncode == 1
     assert "cannot read the LUKS header" in refused.stderr and "--force" in refused.stderr
     assert not cryptsetup.is_luks(loop.path)  # nothing written
-    result = imgvaultctl(
+    result = state.ctl(
         "volume", "header", "restore", str(loop.path), str(backup), "--yes", "--force"
     )
     assert result.returncode == 0, result.stderr
@@ -109,14 +99,14 @@ def test_restore_refuses_a_backup_of_another_volume(
     ours, other = make_loop(32), make_loop(32)
     cryptsetup.luks_format(ours.path, PASS, pbkdf=fast_pbkdf)
     cryptsetup.luks_format(other.path, PASS, pbkdf=fast_pbkdf)
-    foreign = backup_header(other.path, tmp_path / "backups", "other")
+    foreign = backup_header(other.path, tmp_path / "backups", "v")
     before = ours.path.read_bytes()[: 1 << 20]
     comparison = compare_header(foreign, ours.path)
     assert not comparison.same_volume and not comparison.same_volume_key
     assert comparison.differences[0].part == "uuid"
     with pytest.raises(HeaderBackupError, match="header of another volume"):
         plan_restore(foreign, ours.path)
-    result = imgvaultctl("volume", "header", "restore", str(ours.path), str(foreign), "--yes")
+    result = state.ctl("volume", "header", "restore", str(ours.path), str(foreign), "--yes")
     assert result.returncode == 1
     assert "another volume" in result.stderr and "hint:" in result.stderr
     assert ours.path.read_bytes()[: 1 << 20] == before
@@ -149,7 +139,7 @@ def test_tampered_backup_is_reported_and_an_identical_one_not_rewritten(
     assert restore_header(backup, loop.path) is False  # identical: nothing written
     garbage = tmp_path / "garbage.luksheader"
     garbage.write_bytes(b"not a header" * 100)
-    result = imgvaultctl("volume", "header", "verify", str(loop.path), str(garbage))
+    result = state.ctl("volume", "header", "verify", str(loop.path), str(garbage))
     assert result.returncode == 1
     assert "not a readable LUKS2 header backup" in result.stderr
     # Corrupt the wrapped key in keyslot 0 of a copy: the JSON is intact, the key is not.
@@ -169,8 +159,36 @@ def test_tampered_backup_is_reported_and_an_identical_one_not_rewritten(
 
 
 def test_missing_device_and_unknown_name_are_clear_errors(state) -> None:
-    missing = imgvaultctl("volume", "header", "backup", "/dev/does-not-exist")
+    missing = state.ctl("volume", "header", "backup", "/dev/does-not-exist")
     assert missing.returncode == 4
     assert "does not exist" in missing.stderr and "hint:" in missing.stderr
-    unknown = imgvaultctl("volume", "header", "backup", "nosuchvolume")
+    unknown = state.ctl("volume", "header", "backup", "nosuchvolume")
     assert unknown.returncode == 4 and "no volume named 'nosuchvolume'" in unknown.stderr
+
+
+def test_restore_without_a_terminal_needs_yes(make_loop, fast_pbkdf, tmp_path: Path, state) -> None:
+    loop = make_loop(32)
+    cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
+    cryptsetup.add_key(loop.path, PASS, Secret("second"), pbkdf=fast_pbkdf)
+    refused = state.ctl("volume", "header", "restore", str(loop.path), str(backup))
+    assert refused.returncode == 1
+    assert "needs a confirmation" in refused.stderr and "--yes" in refused.stderr
+    assert len(cryptsetup.read_header(loop.path).keyslots) == 2  # nothing restored
+    done = state.ctl("volume", "header", "restore", str(loop.path), str(backup), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "keyslot 1:" in done.stdout
+    assert len(cryptsetup.read_header(loop.path).keyslots) == 1
+    again = state.ctl("volume", "header", "restore", str(loop.path), str(backup), "--yes")
+    assert "nothing to restore" in again.stdout
+
+
+def test_luks1_backups_compare_by_key_digest_and_bytes(
+    luks1_loop, fast_pbkdf, tmp_path: Path
+) -> None:
+    loop = luks1_loop
+    backup = backup_header(loop.path, tmp_path / "backups", "v")
+    assert compare_header(backup, loop.path).matches
+    cryptsetup.add_key(loop.path, Secret("pw"), Secret("second"), pbkdf=fast_pbkdf)
+    changed = compare_header(backup, loop.path)
+    assert [d.part for d in changed.differences] == ["keyslots"] and changed.same_volume_key

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from imgvault.secret import Secret
+from imgvault.system.run import run
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.header_verify import compare_header
-from imgvault.volumes.jobs import load_jobs
+from imgvault.volumes.jobs import Job, load_jobs, save_job
 from imgvault.volumes.reencrypt import ReencryptError, Target, reencrypt_volume
 from imgvault.volumes.registry import VolumeRecord, load_registry, save_registry
 
@@ -25,20 +26,8 @@ CHILD = Path(__file__).with_name("reencrypt_child.py")
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("IMGVAULT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("IMGVAULT_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path / "state"
-
-
-def imgvaultctl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "imgvault.cli.main", *args],
-        input=stdin, capture_output=True, check=False, env=os.environ.copy(),
-    )  # fmt: skip
-    return subprocess.CompletedProcess(
-        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
-    )
+def state(volume_env_here):  # private state/config dirs, for ctl() and the test's own calls
+    return volume_env_here
 
 
 def volume_with_recovery(make_loop, fast_pbkdf, size_mib: int = 32) -> Path:
@@ -92,10 +81,8 @@ def test_a_missing_keyslot_passphrase_or_a_wrong_one_changes_nothing(
     with pytest.raises(ReencryptError, match=r"keyslot\(s\) 1 .* would drop") as caught:
         reencrypt_volume(device, [PASS], target)
     assert "recovery key too" in caught.value.hint
-    key_file = tmp_path / "key"
-    key_file.write_bytes(PASS.reveal())
-    key_file.chmod(0o600)  # key files others can read are refused
-    wrong = imgvaultctl(
+    key_file = state.key_file("key", PASS.reveal())
+    wrong = state.ctl(
         "volume", "reencrypt", "pacs", "--profile", "aes-256-xts", "--key-file", str(key_file),
         "--key-file", "-", stdin=b"not the recovery key",
     )  # fmt: skip
@@ -106,25 +93,28 @@ def test_a_missing_keyslot_passphrase_or_a_wrong_one_changes_nothing(
 
 def test_cli_refusals(make_loop, fast_pbkdf, state) -> None:
     device = volume_with_recovery(make_loop, fast_pbkdf)
-    unknown = imgvaultctl("volume", "reencrypt", "pacs", "--profile", "aes-512-magic")
+    unknown = state.ctl("volume", "reencrypt", "pacs", "--profile", "aes-512-magic")
     assert unknown.returncode == 78
     assert "unknown cipher profile 'aes-512-magic'" in unknown.stderr
     assert "aes-128-xts, aes-256-xts" in unknown.stderr
-    same = imgvaultctl("volume", "reencrypt", "pacs", "--profile", "aes-128-xts")
+    same = state.ctl("volume", "reencrypt", "pacs", "--profile", "aes-128-xts")
     assert same.returncode == 0 and "nothing to do" in same.stdout
-    nothing = imgvaultctl("volume", "reencrypt", str(device), "--resume")
+    nothing = state.ctl("volume", "reencrypt", str(device), "--resume")
     assert nothing.returncode == 0 and "no re-encryption to resume" in nothing.stdout
+    as_json = json.loads(state.ctl("volume", "reencrypt", "pacs", "--resume", "--json").stdout)
+    assert as_json["changed"] is False and as_json["encryption"]["key_bits"] == 256
     plain = make_loop(8)
-    not_luks = imgvaultctl("volume", "reencrypt", str(plain.path), "--rotate-key")
+    not_luks = state.ctl("volume", "reencrypt", str(plain.path), "--rotate-key")
     assert not_luks.returncode == 1 and "is not a LUKS volume" in not_luks.stderr
+    uuid = cryptsetup.luks_uuid(device)
+    save_job(Job("j1", "reencrypt", "pacs", str(device), uuid, "to aes-256-xts", os.getpid()))
+    busy = state.ctl("volume", "reencrypt", "pacs", "--resume")
+    assert busy.returncode == 1
+    assert f"being re-encrypted right now (to aes-256-xts, pid {os.getpid()}" in busy.stderr
 
 
-def test_luks1_is_refused_with_the_conversion_hint(make_loop, fast_pbkdf) -> None:
-    loop = make_loop(32)
-    subprocess.run(
-        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--iter-time", "10",
-         "--key-file=-", str(loop.path)], input=b"pw", check=True,
-    )  # fmt: skip
+def test_luks1_is_refused_with_the_conversion_hint(luks1_loop, fast_pbkdf) -> None:
+    loop = luks1_loop
     with pytest.raises(ReencryptError, match="LUKS1") as caught:
         reencrypt_volume(
             loop.path, [Secret("pw")], Target("aes-xts-plain64", 512, fast_pbkdf, None)
@@ -149,11 +139,11 @@ def test_sigkilled_reencryption_is_detected_and_resumed(make_loop, fast_pbkdf, s
     assert header.reencryption is not None
     assert header.reencryption.mode == "reencrypt"
 
-    status = json.loads(imgvaultctl("status", "--json").stdout)
+    status = json.loads(state.ctl("status", "--json").stdout)
     entry = next(d for d in status["devices"] if d["path"] == str(device))
     assert "reencrypt-interrupted" in [f["code"] for f in entry["compliance"]]
 
-    resumed = imgvaultctl(
+    resumed = state.ctl(
         "volume", "reencrypt", "pacs", "--resume", "--key-file", "-", "--progress-json",
         stdin=RECOVERY.reveal(),
     )  # fmt: skip
@@ -169,3 +159,44 @@ def test_sigkilled_reencryption_is_detected_and_resumed(make_loop, fast_pbkdf, s
     assert record.recovery_keyslot == cryptsetup.test_key(device, RECOVERY)
     jobs = load_jobs()
     assert [job.effective_state for job in jobs] == ["finished"]
+
+
+def test_sigterm_stops_cryptsetup_at_a_safe_point_and_resume_finishes(
+    make_loop, fast_pbkdf, state
+) -> None:
+    loop = make_loop(256)
+    cryptsetup.luks_format(loop.path, PASS, pbkdf=fast_pbkdf)
+    key = state.key_file("key", PASS.reveal())
+    ctl = subprocess.Popen(
+        [sys.executable, "-m", "imgvault.cli.main", "volume", "reencrypt", str(loop.path),
+         "--rotate-key", "--key-file", str(key), "--progress-json", "--hotzone-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=state.env,
+    )  # fmt: skip
+    assert ctl.stdout is not None
+    first = json.loads(ctl.stdout.readline())
+    ctl.terminate()
+    assert ctl.wait(timeout=60) == 143, (first, ctl.stdout.read(), ctl.stderr.read())
+    assert first["percent"] < 100
+    # imgvaultctl waited for its cryptsetup: no re-encryption is running any more.
+    assert run(["pgrep", "-f", f"cryptsetup.*reencrypt.*{loop.path}"]).returncode == 1
+    assert cryptsetup.read_header(loop.path).reencryption is not None
+    [job] = load_jobs()
+    assert job.effective_state == "failed" and "run --resume" in (job.error or "")
+    resumed = state.ctl("volume", "reencrypt", str(loop.path), "--resume", "--key-file", str(key))
+    assert resumed.returncode == 0, resumed.stderr
+    assert cryptsetup.read_header(loop.path).reencryption is None
+    assert cryptsetup.test_key(loop.path, PASS) >= 0
+
+
+def test_prompts_ask_each_keyslot_with_three_tries(make_loop, fast_pbkdf, state) -> None:
+    device = volume_with_recovery(make_loop, fast_pbkdf)
+    snapshot = device.read_bytes()[: 16 << 20]
+    args = ["volume", "reencrypt", "pacs", "--rotate-key"]
+    code, output = state.on_terminal(args, [b"one", b"two", b"three"])
+    assert code == 2 and output.count("Passphrase for keyslot 0 of pacs:") == 3, output
+    assert "(3 tries)" in output and "wrong passphrase (2/3)" in output
+    assert device.read_bytes()[: 16 << 20] == snapshot
+    code, output = state.on_terminal(args, [PASS.reveal(), b"typo", RECOVERY.reveal()])
+    assert code == 0, output
+    assert "Passphrase for keyslot 1 of pacs:" in output and "re-encryption finished" in output
+    assert load_registry()["pacs"].recovery_keyslot == cryptsetup.test_key(device, RECOVERY)

@@ -4,10 +4,7 @@
 import hashlib
 import json
 import os
-import pty
-import select
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -352,44 +349,15 @@ def test_wrong_passphrase_changes_nothing(volume_env, make_loop) -> None:
     assert result.returncode == 1 and "chmod 600" in result.stderr
 
 
-def _run_on_terminal(volume_env, args: list[str], answers: list[bytes]) -> tuple[int, str]:
-    """Run imgvaultctl with a pseudo-terminal as its controlling terminal, typing `answers`
-    at each prompt."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.execve(  # noqa: S606  (the test is the terminal)
-            sys.executable, [sys.executable, "-m", "imgvault.cli.main", *args], volume_env.env
-        )
-    output = b""
-    pending = list(answers)
-    while True:
-        ready, _, _ = select.select([fd], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-        if pending and chunk.rstrip().endswith(b":"):
-            os.write(fd, pending.pop(0) + b"\n")
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
-
-
 def test_three_wrong_passphrases_at_the_prompt(volume_env, make_loop) -> None:
     loop = make_loop(16)
     assert fmt(volume_env, loop).returncode == 0
-    code, output = _run_on_terminal(
-        volume_env, ["volume", "unlock", "pacs", "--test"], [b"one", b"two", b"three"]
+    code, output = volume_env.on_terminal(
+        ["volume", "unlock", "pacs", "--test"], [b"one", b"two", b"three"]
     )
     assert code == 2 and output.count("Passphrase:") == 3, output
     assert "(3 tries)" in output
-    code, output = _run_on_terminal(
-        volume_env, ["volume", "unlock", "pacs", "--test"], [b"wrong", PASS]
-    )
+    code, output = volume_env.on_terminal(["volume", "unlock", "pacs", "--test"], [b"wrong", PASS])
     assert code == 0 and "opens keyslot 0" in output, output
 
 
@@ -397,10 +365,10 @@ def test_new_passphrase_is_typed_twice(volume_env, make_loop) -> None:
     loop = make_loop(16)
     before = digest(loop)
     args = ["volume", "format", str(loop.path), "--name", "pacs"]
-    code, output = _run_on_terminal(volume_env, args, [b"first", b"different"])
+    code, output = volume_env.on_terminal(args, [b"first", b"different"])
     assert code == 1 and "the two passphrases differ" in output
     assert digest(loop) == before
-    code, output = _run_on_terminal(volume_env, args, [b"typed twice", b"typed twice"])
+    code, output = volume_env.on_terminal(args, [b"typed twice", b"typed twice"])
     assert code == 0 and "RECOVERY KEY" in output, output
     assert cryptsetup.test_key(loop.path, Secret(b"typed twice")) == 0
 

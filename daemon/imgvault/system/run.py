@@ -25,6 +25,7 @@ TOOL_PACKAGES = {
     "umount": "mount",
     "smartctl": "smartmontools",
     "openssl": "openssl",
+    "systemd-escape": "systemd",
 }
 
 # Secrets fed through a pipe are written before the child starts; a pipe holds 64 KiB.
@@ -153,7 +154,8 @@ def run_streaming(
     env: Mapping[str, str] | None = None,
 ) -> CommandResult:
     """Like `run`, for long-running tools that report progress: `on_line` gets each stdout
-    line as it is printed. stderr is collected meanwhile, so a chatty tool cannot block."""
+    line as it is printed. stderr is collected meanwhile, so a chatty tool cannot block. If the
+    caller is interrupted, the tool gets SIGTERM and is waited for."""
     program, child_env = _program_and_env(argv, env)
     proc = subprocess.Popen(
         [program, *argv[1:]],
@@ -176,11 +178,19 @@ def run_streaming(
         finally:
             proc.stdin.close()
     stdout_lines = []
-    for raw in stdout:
-        line = raw.decode(errors="replace").rstrip("\n")
-        stdout_lines.append(line)
-        on_line(line)
-    proc.wait()
+    try:
+        for raw in stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            stdout_lines.append(line)
+            on_line(line)
+        proc.wait()
+    except BaseException:
+        # We are being stopped (SIGTERM turned into SystemExit, Ctrl-C): stop the tool the way
+        # it is meant to be stopped (cryptsetup reencrypt finishes its step and records where
+        # it is), wait for it, then go on stopping.
+        proc.terminate()
+        proc.wait()
+        raise
     drain.join()
     return CommandResult(
         argv=tuple(argv),

@@ -7,6 +7,7 @@ names the problem, how bad it is and the command that fixes it.
 """
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ def check_volume(
     record: VolumeRecord | None,
     policy: VolumePolicy,
     job: Job | None = None,
+    device: str | None = None,
 ) -> list[Finding]:
-    """Every way the volume with `header` (and registry `record`) breaks `policy`."""
-    name = record.name if record else header.uuid
+    """Every way the volume with `header` (and registry `record`) breaks `policy`. Fixes name
+    the volume as commands accept it: its registered name, else its device path."""
+    name = record.name if record else (device or header.uuid)
     return [
         *_format_findings(header, name, policy),
         *_keyslot_findings(header, record, name, policy),
@@ -124,7 +127,8 @@ def _keyslot_findings(
                 WARNING,
                 "no recovery key on record"
                 + ("" if record else " (the volume is not in imgvault's registry)"),
-                f"add a recovery key (imgvaultctl volume key add {name}) and record its keyslot",
+                f"add a passphrase kept offline as the recovery key: imgvaultctl volume key "
+                f"add {name} (volume format makes one)",
             )
         )
     return findings
@@ -143,7 +147,9 @@ def _backup_findings(record: VolumeRecord | None, name: str) -> list[Finding]:
                 fix,
             )
         ]
-    if record.last_key_change and record.header_backup_time < record.last_key_change:
+    if record.last_key_change and _instant(record.header_backup_time) < _instant(
+        record.last_key_change
+    ):
         return [
             Finding(
                 "header-backup-stale",
@@ -154,6 +160,11 @@ def _backup_findings(record: VolumeRecord | None, name: str) -> list[Finding]:
             )
         ]
     return []
+
+
+def _instant(timestamp: str) -> datetime:
+    """Registry times are ISO 8601 UTC, written as ...Z or ...+00:00."""
+    return datetime.fromisoformat(timestamp)
 
 
 def _reencryption_findings(header: LuksHeader, name: str, job: Job | None) -> list[Finding]:
@@ -188,10 +199,9 @@ class ComplianceCheck:
         self.records = {record.uuid: record for record in load_registry().values()}
         self.jobs = {job.uuid: job for job in load_jobs()}  # the latest job per volume
 
-    def check(self, header: LuksHeader) -> list[Finding]:
-        return check_volume(
-            header, self.records.get(header.uuid), self.policy, self.jobs.get(header.uuid)
-        )
+    def check(self, header: LuksHeader, device: str) -> list[Finding]:
+        record, job = self.records.get(header.uuid), self.jobs.get(header.uuid)
+        return check_volume(header, record, self.policy, job, device)
 
 
 def format_findings(findings: dict[str, list[Finding]]) -> str:

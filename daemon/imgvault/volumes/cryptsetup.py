@@ -225,19 +225,22 @@ def reencrypt(
     options: Sequence[str],
     on_progress: Callable[[dict[str, Any]], None],
     *,
-    offline: bool,
+    active_name: str | None,
 ) -> None:
     """Run `cryptsetup reencrypt` (or `--resume-only` in `options`) to the end.
 
     cryptsetup re-wraps every keyslot with the new volume key, asking one passphrase per
     keyslot in slot order; `keys` are those passphrases. One key goes exactly as given
     (`--key-file=-`); several go one a line on stdin, which is how cryptsetup reads prompts
-    without a terminal (so they cannot contain a newline). `offline` (no dm-crypt mapping is
-    open) adds --force-offline-reencrypt; with a mapping open cryptsetup re-encrypts online.
+    without a terminal (so they cannot contain a newline). With `active_name` (the volume's
+    open mapping) it runs online; without, offline (--force-offline-reencrypt).
     """
     args = ["reencrypt", *options, "--progress-json"]
-    if offline:
-        args.append("--force-offline-reencrypt")
+    where = (
+        ["--force-offline-reencrypt", "--", str(device)]
+        if active_name is None
+        else ["--active-name", active_name]
+    )
     if len(keys) == 1:
         args.append("--key-file=-")
         stdin = Secret(keys[0].reveal())
@@ -257,7 +260,7 @@ def reencrypt(
 
     try:
         result = run_streaming(
-            ["cryptsetup", "--batch-mode", *args, "--", str(device)], on_line, stdin_secret=stdin
+            ["cryptsetup", "--batch-mode", *args, *where], on_line, stdin_secret=stdin
         )
     finally:
         stdin.wipe()

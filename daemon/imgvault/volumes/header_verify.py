@@ -111,6 +111,8 @@ def compare_header(backup: Path, device: str | Path) -> HeaderComparison:
             "list the backups in the policy's header_backup_dir, or make one with "
             "'imgvaultctl volume header backup'",
         )
+    if cryptsetup.probe_identity(backup).get("VERSION") == "1":
+        return _compare_luks1(backup, device)
     try:
         backup_uuid = cryptsetup.luks_uuid(backup)
         backup_meta = cryptsetup.dump_metadata(backup)
@@ -138,6 +140,28 @@ def compare_header(backup: Path, device: str | Path) -> HeaderComparison:
             differences.append(
                 Difference(part, repr(backup_meta.get(part)), repr(device_meta.get(part)))
             )
+    return HeaderComparison(str(backup), str(device), backup_uuid, device_uuid, tuple(differences))
+
+
+# LUKS1 on-disk header (LUKS1 On-Disk Format Specification 1.2.3): the volume key digest.
+_LUKS1_MK_DIGEST = slice(112, 132)
+
+
+def _compare_luks1(backup: Path, device: str | Path) -> HeaderComparison:
+    """LUKS1 has no JSON metadata: compare the volume-key digest, then the bytes."""
+    backup_uuid, device_uuid = cryptsetup.luks_uuid(backup), cryptsetup.luks_uuid(device)
+    saved = backup.read_bytes()
+    with Path(device).open("rb") as f:
+        current = f.read(len(saved))
+    differences = []
+    if backup_uuid != device_uuid:
+        differences.append(Difference("uuid", backup_uuid, device_uuid))
+    if saved[_LUKS1_MK_DIGEST] != current[_LUKS1_MK_DIGEST]:
+        differences.append(
+            Difference("volume key", saved[_LUKS1_MK_DIGEST].hex(), current[_LUKS1_MK_DIGEST].hex())
+        )
+    if not differences and saved != current:
+        differences.append(Difference("keyslots", "LUKS1 header bytes", "differ"))
     return HeaderComparison(str(backup), str(device), backup_uuid, device_uuid, tuple(differences))
 
 

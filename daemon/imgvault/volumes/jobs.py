@@ -80,6 +80,6 @@ def load_jobs() -> list[Job]:
     return sorted(jobs, key=lambda job: job.started)
 
 
-def latest_job(uuid: str) -> Job | None:
-    matching = [job for job in load_jobs() if job.uuid == uuid]
-    return matching[-1] if matching else None
+def running_job(uuid: str) -> Job | None:
+    """The job still at work on the volume `uuid`, if any."""
+    return next((j for j in load_jobs() if j.uuid == uuid and j.effective_state == "running"), None)

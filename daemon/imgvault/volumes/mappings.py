@@ -53,3 +53,14 @@ def slaves(kernel_name: str, sys_root: Path = SYS_CLASS_BLOCK) -> list[str]:
     """Kernel names of the devices a mapping sits on."""
     slave_dir = sys_root / kernel_name / "slaves"
     return sorted(entry.name for entry in slave_dir.iterdir()) if slave_dir.is_dir() else []
+
+
+def luks_mapping(luks_uuid: str, sys_root: Path = SYS_CLASS_BLOCK) -> DmMapping | None:
+    """The open volume mapping of the LUKS volume `luks_uuid`, found by its dm UUID: during an
+    online re-encryption it is not a direct holder of the device (helper mappings sit between)."""
+    prefix = f"-{luks_uuid.replace('-', '')}-"
+    for entry in sorted(sys_root.glob("dm-*")):
+        mapping = dm_mapping(entry.name, sys_root)
+        if mapping and mapping.dm_uuid.startswith("CRYPT-LUKS") and prefix in mapping.dm_uuid:
+            return mapping
+    return None

@@ -13,7 +13,6 @@ keyslot follows, the key-change time is recorded and a fresh header backup is wr
 every older backup wraps a volume key the data no longer uses.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from imgvault.errors import ImgvaultError
 from imgvault.policy import Profile, load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
-from imgvault.volumes.errors import CryptsetupError
+from imgvault.volumes.errors import CryptsetupError, DeviceBusyError
 from imgvault.volumes.header_backup import backup_header
 from imgvault.volumes.luks import LuksHeader, Pbkdf
-from imgvault.volumes.mappings import holders
+from imgvault.volumes.mappings import luks_mapping
 from imgvault.volumes.registry import VolumeRecord, load_registry
 from imgvault.volumes.resolve import update_record, utc_now
 
@@ -81,6 +80,9 @@ class Target:
     key_bits: int
     pbkdf: Pbkdf
     profile: str | None
+    # Data re-encrypted per step (cryptsetup's default: as much as fits the header's backup
+    # area). Smaller steps mean shorter pauses of I/O online, and more of them.
+    hotzone_mib: int | None = None
 
     @classmethod
     def from_profile(cls, profile: Profile, pbkdf: Pbkdf | None = None) -> "Target":
@@ -93,18 +95,16 @@ class Target:
 
     def cryptsetup_options(self) -> list[str]:
         # The key size is always explicit: cryptsetup's default is 512 bits.
-        return [
-            "--cipher",
-            self.cipher,
-            "--key-size",
-            str(self.key_bits),
-            *self.pbkdf.cryptsetup_args(),
-        ]
+        options = ["--cipher", self.cipher, "--key-size", str(self.key_bits)]
+        if self.hotzone_mib is not None:
+            options += ["--hotzone-size", f"{self.hotzone_mib}M"]
+        return [*options, *self.pbkdf.cryptsetup_args()]
 
 
-def volume_is_open(device: str | Path) -> bool:
-    """Whether a dm-crypt mapping sits on `device` (then re-encryption runs online)."""
-    return any(m.is_crypt for m in holders(Path(os.path.realpath(device)).name))
+def online_mapping_name(header: LuksHeader) -> str | None:
+    """The name of the volume's open mapping (re-encryption then runs online), else None."""
+    mapping = luks_mapping(header.uuid)
+    return mapping.name if mapping else None
 
 
 def active_keyslots(header: LuksHeader) -> list[int]:
@@ -164,7 +164,7 @@ def reencrypt_volume(
         [by_slot[slot] for slot in active_keyslots(header)],
         target.cryptsetup_options(),
         _reporter(on_progress),
-        offline=not volume_is_open(device),
+        active_name=online_mapping_name(header),
     )
     return _finished(device, record, target.profile)
 
@@ -177,27 +177,50 @@ def resume_reencryption(
 ) -> LuksHeader:
     """Finish an interrupted re-encryption (idempotent: a finished one is left alone).
 
-    A run cut off inside its hot zone needs `cryptsetup repair` before it can resume; that is
-    done here when cryptsetup asks for it.
+    Two leftovers of a run that was cut off are handled here. Offline, a run stopped inside its
+    hot zone needs `cryptsetup repair` first. Online, a run killed outright (SIGKILL) leaves its
+    half-switched device-mapper stack (NAME-overlay, NAME-hotzone-*) under the open mapping,
+    which cryptsetup 2.6 cannot resume on; closing and reopening the mapping recovers the hot
+    zone from the header (as a reboot would). That needs the file system unmounted: if it is
+    still mounted, nothing is done and the error says so.
     """
     header = cryptsetup.read_header(device)
     if header.reencryption is None:
         return header
     cryptsetup.test_key(device, key)  # a wrong key fails here, before anything is touched
-    offline = not volume_is_open(device)
-    try:
+    active_name = online_mapping_name(header)
+
+    def resume() -> None:
         cryptsetup.reencrypt(
-            device, [key], ["--resume-only"], _reporter(on_progress), offline=offline
+            device, [key], ["--resume-only"], _reporter(on_progress), active_name=active_name
         )
+
+    try:
+        resume()
     except CryptsetupError as error:
-        if "repair" not in error.message:
+        if active_name is not None and "Mismatching parameters" in error.message:
+            _reopen_after_kill(device, active_name, key)
+        elif "repair" in error.message:
+            cryptsetup.repair(device, key)
+        else:
             raise
-        cryptsetup.repair(device, key)
         if cryptsetup.read_header(device).reencryption is not None:
-            cryptsetup.reencrypt(
-                device, [key], ["--resume-only"], _reporter(on_progress), offline=offline
-            )
+            resume()
     return _finished(device, record, None)
+
+
+def _reopen_after_kill(device: str | Path, name: str, key: Secret) -> None:
+    try:
+        cryptsetup.close_volume(name)
+    except DeviceBusyError:
+        raise ReencryptError(
+            f"the online re-encryption of {device} was killed and left its device-mapper stack "
+            f"half-switched under /dev/mapper/{name}; cryptsetup can resume only after the "
+            "mapping is reopened, and it is in use",
+            f"unmount the file system on /dev/mapper/{name} (stop what uses it), then run the "
+            "same --resume again: it reopens the mapping and resumes online; remount after",
+        ) from None
+    cryptsetup.open_volume(device, name, key)  # activation recovers the hot zone
 
 
 def _reporter(on_progress: ProgressCallback | None) -> Callable[[dict[str, Any]], None]:

@@ -9,6 +9,7 @@ from imgvault.cli.interaction import confirm
 from imgvault.cli.output import print_json
 from imgvault.policy import load_policy
 from imgvault.volumes import cryptsetup
+from imgvault.volumes.errors import DeviceMissingError
 from imgvault.volumes.header_backup import backup_header, latest_backup
 from imgvault.volumes.header_verify import (
     HeaderBackupError,
@@ -16,6 +17,7 @@ from imgvault.volumes.header_verify import (
     compare_header,
     plan_restore,
 )
+from imgvault.volumes.registry import find_volume, load_registry
 from imgvault.volumes.resolve import VolumeTarget, resolve_volume, update_record, utc_now
 
 HELP = """\
@@ -45,14 +47,18 @@ def _backup_dir(args: argparse.Namespace) -> Path:
 def run_backup(args: argparse.Namespace) -> int:
     target = resolve_volume(args.volume)
     uuid = cryptsetup.luks_uuid(target.device)
-    path = backup_header(
-        target.device, _backup_dir(args), target.record.name if target.record else uuid
-    )
+    name = target.record.name if target.record else uuid
+    path = backup_header(target.device, _backup_dir(args), name)
     if target.record:
         update_record(target.record.name, header_backup=str(path), header_backup_time=utc_now())
     if args.json:
         print_json(
-            {"volume": target.label, "device": target.device, "uuid": uuid, "backup": str(path)}
+            {
+                "volume": target.label,
+                "device": str(target.device),
+                "uuid": uuid,
+                "backup": str(path),
+            }
         )
     else:
         print(f"header of {target.label} ({target.device}) backed up to {path}")
@@ -95,8 +101,19 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if comparison.matches else 1
 
 
+def _restore_target(name_or_device: str) -> VolumeTarget:
+    """Like `resolve`, without reading the header: restoring is for a header that is gone."""
+    record = find_volume(load_registry(), name_or_device)
+    device = Path(record.device if record else name_or_device)
+    if not device.exists():
+        raise DeviceMissingError(
+            f"{device} does not exist", "check the path; 'imgvaultctl status' lists block devices"
+        )
+    return VolumeTarget(device=str(device), record=record)
+
+
 def run_restore(args: argparse.Namespace) -> int:
-    target = resolve_volume(args.volume)
+    target = _restore_target(args.volume)
     backup = Path(args.backup)
     comparison = plan_restore(backup, target.device, force=args.force)
     if comparison is not None and comparison.matches:

@@ -4,27 +4,30 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from imgvault.cli.commands import Subparsers
-from imgvault.cli.interaction import ask_passphrase, read_key_file
+from imgvault.cli.interaction import PROMPT_TRIES, ask_passphrase, read_key_file
 from imgvault.cli.output import human_size, print_json
 from imgvault.errors import ImgvaultError
 from imgvault.policy import load_policy
 from imgvault.secret import Secret
 from imgvault.volumes import cryptsetup
 from imgvault.volumes.errors import WrongKeyError
-from imgvault.volumes.jobs import Job, job_path, save_job
+from imgvault.volumes.jobs import Job, job_path, running_job, save_job
+from imgvault.volumes.luks import LuksHeader
 from imgvault.volumes.reencrypt import (
     Progress,
     ProgressCallback,
     Target,
     active_keyslots,
+    online_mapping_name,
     reencrypt_volume,
     resume_reencryption,
-    volume_is_open,
 )
 from imgvault.volumes.resolve import VolumeTarget, resolve_volume
 
@@ -54,31 +57,33 @@ examples:
   imgvaultctl volume reencrypt pacs-store --resume
 """
 
-_TRIES = 3
 Work = Callable[[ProgressCallback], object]
 
 
 def _collect_keys(args: argparse.Namespace, target: VolumeTarget, slots: list[int]) -> list[Secret]:
-    """Key files as given, else one prompted passphrase per keyslot (3 tries each)."""
+    """Key files as given, else a prompted passphrase per keyslot (3 tries each)."""
     if args.key_file:
         return [read_key_file(path) for path in args.key_file]
-    keys: list[Secret] = []
+    opened: dict[int, Secret] = {}
     for slot in slots:
-        if any(_opens(target.device, key) == slot for key in keys):
+        if slot in opened:
             continue
-        for attempt in range(1, _TRIES + 1):
+        for attempt in range(1, PROMPT_TRIES + 1):
             key = ask_passphrase(f"Passphrase for keyslot {slot} of {target.label}: ")
-            if _opens(target.device, key) is not None:
-                keys.append(key)
+            found = _opens(target.device, key)
+            if found is not None:
+                opened.setdefault(found, key)
                 break
-            print(f"wrong passphrase ({attempt}/{_TRIES})", file=sys.stderr)
+            key.wipe()
+            print(f"wrong passphrase ({attempt}/{PROMPT_TRIES})", file=sys.stderr)
         else:
             raise WrongKeyError(
-                f"no keyslot of {target.device} opens with the passphrases typed",
+                f"no keyslot of {target.device} opens with the passphrases typed "
+                f"({PROMPT_TRIES} tries)",
                 "check the keyboard layout; if a passphrase is lost, remove its keyslot with "
                 "the recovery key first",
             )
-    return keys
+    return list(opened.values())
 
 
 def _opens(device: str, key: Secret) -> int | None:
@@ -108,6 +113,8 @@ def _progress_printer(args: argparse.Namespace, job: Job) -> ProgressCallback:
 
 
 def _run_job(args: argparse.Namespace, target: VolumeTarget, job: Job, work: Work) -> int:
+    # SIGTERM (kill, systemd stopping): stop cryptsetup at a safe point, then exit 143.
+    signal.signal(signal.SIGTERM, lambda _signo, _frame: sys.exit(128 + signal.SIGTERM))
     try:
         work(_progress_printer(args, job))
     except ImgvaultError as error:
@@ -115,14 +122,16 @@ def _run_job(args: argparse.Namespace, target: VolumeTarget, job: Job, work: Wor
         save_job(job)
         raise
     except BaseException:
-        job.state, job.error = "failed", "interrupted"
+        job.state, job.error = "failed", "stopped by a signal: run --resume to finish"
         save_job(job)
         raise
+    if sys.stderr.isatty() and not args.progress_json:
+        print(file=sys.stderr)  # end the progress line
     job.state = "finished"
     save_job(job)
     header = cryptsetup.read_header(target.device)
     if args.json:
-        print_json({"job": job.to_json(), "encryption": header.to_json()})
+        print_json({"job": job.to_json(), "changed": True, "encryption": header.to_json()})
     elif not args.progress_json:
         print(f"{target.label}: re-encryption finished: {header.cipher_description}")
     return 0
@@ -139,14 +148,34 @@ def _detach() -> bool:
     return True
 
 
+def _nothing_to_do(args: argparse.Namespace, header: LuksHeader, message: str) -> int:
+    if args.json:
+        print_json({"job": None, "changed": False, "encryption": header.to_json()})
+    else:
+        print(message)
+    return 0
+
+
+def _refuse_if_running(target: VolumeTarget, uuid: str) -> None:
+    busy = running_job(uuid)
+    if busy is not None:
+        percent = (busy.progress or {}).get("percent", 0.0)
+        raise ImgvaultError(
+            f"{target.label} is being re-encrypted right now ({busy.description}, pid "
+            f"{busy.pid}, {percent}%)",
+            f"follow it with 'imgvaultctl status'; 'kill {busy.pid}' stops it at a safe point "
+            "(then --resume)",
+        )
+
+
 def run_reencrypt(args: argparse.Namespace) -> int:
     target = resolve_volume(args.volume)
     header = cryptsetup.read_header(target.device)
     policy = load_policy().volumes
+    _refuse_if_running(target, header.uuid)
     if args.resume:
         if header.reencryption is None:
-            print(f"{target.label}: no re-encryption to resume")
-            return 0
+            return _nothing_to_do(args, header, f"{target.label}: no re-encryption to resume")
         keys = _collect_keys(args, target, active_keyslots(header)[:1])
         description = "resume re-encryption"
 
@@ -161,16 +190,21 @@ def run_reencrypt(args: argparse.Namespace) -> int:
             )
         if args.rotate_key:
             profile = policy.profile(target.record.profile if target.record else None)
-            plan = Target.rotation(header, profile.pbkdf_setting())
+            plan = replace(
+                Target.rotation(header, profile.pbkdf_setting()), hotzone_mib=args.hotzone_size
+            )
             description = f"rotate the volume key ({header.cipher_description})"
         else:
-            plan = Target.from_profile(policy.profile(args.profile))
+            plan = replace(
+                Target.from_profile(policy.profile(args.profile)), hotzone_mib=args.hotzone_size
+            )
             if (plan.cipher, plan.key_bits) == (header.cipher, header.key_bits):
-                print(
+                return _nothing_to_do(
+                    args,
+                    header,
                     f"{target.label} is already {header.cipher_description}: nothing to do "
-                    "(--rotate-key makes a new volume key)"
+                    "(--rotate-key makes a new volume key)",
                 )
-                return 0
             description = f"re-encrypt to {args.profile} ({plan.cipher}, {plan.key_bits}-bit key)"
         keys = _collect_keys(args, target, active_keyslots(header))
 
@@ -184,23 +218,27 @@ def run_reencrypt(args: argparse.Namespace) -> int:
         volume=target.label,
         device=target.device,
         uuid=header.uuid,
-        description=f"{description}, {'online' if volume_is_open(target.device) else 'offline'}",
+        description=f"{description}, {'online' if online_mapping_name(header) else 'offline'}",
         pid=os.getpid(),
     )
-    if args.background:
-        if not _detach():
-            print(f"{target.label}: {job.description}: started in the background")
-            print(f"follow it with 'imgvaultctl status' or in {job_path(job.id)}")
-            return 0
-        job.pid = os.getpid()
+    try:
+        if args.background:
+            if not _detach():
+                print(f"{target.label}: {job.description}: started in the background")
+                print(f"follow it with 'imgvaultctl status' or in {job_path(job.id)}")
+                return 0
+            job.pid = os.getpid()
+            save_job(job)
+            try:
+                _run_job(args, target, job, work)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
         save_job(job)
-        try:
-            _run_job(args, target, job, work)
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    save_job(job)
-    return _run_job(args, target, job, work)
+        return _run_job(args, target, job, work)
+    finally:
+        for key in keys:
+            key.wipe()
 
 
 def register(subparsers: Subparsers) -> None:
@@ -224,6 +262,13 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--background", action="store_true", help="detach; progress in a job file")
     parser.add_argument(
         "--progress-json", action="store_true", help="print progress as JSON lines on stdout"
+    )
+    parser.add_argument(
+        "--hotzone-size",
+        type=int,
+        metavar="MIB",
+        help="re-encrypt at most MIB per step (default: cryptsetup's, up to the whole device): "
+        "smaller steps pause I/O more briefly online and let SIGTERM stop sooner",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report at the end")
     parser.set_defaults(handler=run_reencrypt)
