@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from imgvault.cli.commands import Subparsers, add_command
+from imgvault.cli.commands.key import keystore_options
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.cli.passphrase import reader
 from imgvault.cli.progress import Progress
@@ -303,9 +304,7 @@ def register(subparsers: Subparsers) -> None:
         description=HELP,
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--keystore", type=Path, help="key store directory (for tests, demos)")
-    common.add_argument("--json", action="store_true", help="print a JSON document instead")
+    common = keystore_options()
     keyed = argparse.ArgumentParser(add_help=False)
     keyed.add_argument("--key", required=True, help="key name, or private key file (PEM/DER)")
     keyed.add_argument("--passphrase-file", type=Path, help="passphrase of the key, if any")

@@ -94,6 +94,14 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def keystore_options() -> argparse.ArgumentParser:
+    """Options every `key` and `file` action shares (an argparse parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--keystore", type=Path, help="key store directory (for tests, demos)")
+    common.add_argument("--json", action="store_true", help="print a JSON document instead")
+    return common
+
+
 def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
@@ -102,9 +110,7 @@ def register(subparsers: Subparsers) -> None:
         description=HELP,
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--keystore", type=Path, help="key store directory (for tests, demos)")
-    common.add_argument("--json", action="store_true", help="print a JSON document instead")
+    common = keystore_options()
 
     create = verbs.add_parser("create", parents=[common], help="new RSA key + self-signed cert")
     create.add_argument("name")

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import print_json
 from imgvault.errors import ImgvaultError
 from imgvault.volumes import cryptsetup
@@ -92,11 +92,11 @@ def _report(change: TabChange, written: bool) -> dict[str, object]:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "crypttab",
         help="write the crypttab/fstab entries that unlock and mount a volume at boot",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("volume", metavar="NAME|DEVICE", help="registered name or device path")
     parser.add_argument("--name", help="mapping name (default: the registered name)")

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.interaction import confirm
 from imgvault.cli.output import print_json
 from imgvault.policy import load_policy
@@ -140,11 +140,8 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "header",
-        help="back up, verify and restore LUKS headers",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "header", help="back up, verify and restore LUKS headers", description=HELP
     )
     actions = parser.add_subparsers(dest="header_command", required=True, metavar="ACTION")
     backup = actions.add_parser("backup", help="write a header backup file")

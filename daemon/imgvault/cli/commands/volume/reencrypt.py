@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from imgvault.cli.commands import Subparsers
+from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.interaction import PROMPT_TRIES, ask_passphrase, read_key_file
 from imgvault.cli.output import human_size, print_json
 from imgvault.errors import ImgvaultError
@@ -242,11 +242,11 @@ def run_reencrypt(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "reencrypt",
         help="change the cipher profile or rotate the volume key (in place, resumable)",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("volume", metavar="NAME|DEVICE", help="registered name or device path")
     what = parser.add_mutually_exclusive_group(required=True)
