@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
 from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.keystore import self_signed_certificate
-from imgvault.filecrypt.recipients import Recipient, check_recipient
+from imgvault.filecrypt.recipients import OAEP, Recipient, check_recipient
 from imgvault.system.run import run
 
 MIB = 1024 * 1024
@@ -120,6 +120,16 @@ def openssl_speed() -> float:
     if not match:
         raise SystemExit(f"cannot parse openssl speed output:\n{out}")
     return float(match.group(1)) * 1000
+
+
+def rsa_private_rate(key: rsa.RSAPrivateKey, seconds: float = 1.0) -> float:
+    """RSA-OAEP unwraps per second on one core: a decrypt needs one per file, whatever its size."""
+    wrapped = key.public_key().encrypt(os.urandom(32), OAEP)
+    count, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        key.decrypt(wrapped, OAEP)
+        count += 1
+    return count / (time.monotonic() - start)
 
 
 def size_arg(text: str) -> int:
@@ -233,6 +243,10 @@ def main() -> None:
                                     ("decrypt", dec_r))]  # fmt: skip
         print(f"  {label}, >= 0.8x copy+fsync: {', '.join(verdicts)}; encrypt {vs_ossl:.1f}x "
               f"openssl cms (>= 5x: {'met' if vs_ossl >= 5 else 'NOT met'})")  # fmt: skip
+    unwraps = rsa_private_rate(service)
+    cores = os.cpu_count() or 1
+    print(f"  decrypt ceiling: one RSA-4096 private-key operation per file, {unwraps:.0f}/s per "
+          f"core x {cores} cores = {unwraps * cores:.0f} files/s at most")  # fmt: skip
     print(f"  AES-GCM {ours_1m / theirs:.0%} of openssl speed (>= 70%: "
           f"{'met' if ours_1m / theirs >= 0.7 else 'NOT met'})")  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.2f}")
