@@ -230,10 +230,19 @@ def frame(
 
 
 @dataclass(frozen=True)
+class KeyTransport:
+    """A key-transport recipient info, with what decryption compares byte for byte."""
+
+    info: cms.KeyTransRecipientInfo
+    # RSAES-OAEP SHA-256 exactly (check_key_encryption refuses the recipient used otherwise)
+    oaep_sha256: bool
+
+
+@dataclass(frozen=True)
 class Envelope:
     """The parsed structure of an encrypted file; the content stays on disk."""
 
-    recipients: list["KeyTransport"]
+    recipients: list[KeyTransport]
     file_info_recipient: FileInfoEntry | None  # the imgvault file-info record, if any
     nonce: bytes
     segments: list[tuple[int, int]]  # (offset, length) of the ciphertext pieces
@@ -306,15 +315,6 @@ def _check_algorithm(raw: bytes, r: der.Reader) -> bytes:
             "imgvault reads 12-byte nonces and 16-byte tags only",
         )
     return nonce
-
-
-@dataclass(frozen=True)
-class KeyTransport:
-    """A key-transport recipient info, with what decryption compares byte for byte."""
-
-    info: cms.KeyTransRecipientInfo
-    # RSAES-OAEP SHA-256 exactly (check_key_encryption refuses the recipient used otherwise)
-    oaep_sha256: bool
 
 
 def _key_transport(ktri: cms.KeyTransRecipientInfo, r: der.Reader) -> KeyTransport:
