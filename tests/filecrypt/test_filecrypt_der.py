@@ -52,3 +52,12 @@ def test_set_of_is_sorted_as_der_requires() -> None:
     for e in elements:
         built.append(core.OctetString.load(e))
     assert der.set_of(elements) == built.dump(force=True)
+
+
+@pytest.mark.parametrize("encoding", [fmt.OAEP_SHA256, fmt.OAEP_SHA256_NULL])
+def test_accepted_key_encryption_parses_and_re_encodes_unchanged(encoding: bytes) -> None:
+    """Why parse may skip the full parse of an algorithm equal to one of these: it would
+    succeed, and the re-encoding the check used to compare is the same bytes."""
+    algorithm = cms.KeyEncryptionAlgorithm.load(encoding, strict=True)
+    assert algorithm.native["algorithm"] == "rsaes_oaep"
+    assert algorithm.dump() == encoding

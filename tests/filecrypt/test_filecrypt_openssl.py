@@ -103,6 +103,25 @@ def test_pkcs1_v15_key_transport_is_refused_clearly(pki: dict[str, Party], tmp_p
     assert "rsa_oaep_md:sha256" in caught.value.hint
 
 
+def test_foreign_key_transport_is_refused_only_for_the_recipient_used(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    """alice's key is wrapped with OAEP-SHA-256, bob's with PKCS#1 v1.5 (-keyopt applies to
+    the -recip before it): alice decrypts, bob is refused clearly."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"y" * 100)
+    enc = tmp_path / "enc"
+    run(
+        ["openssl", "cms", "-encrypt", "-binary", "-aes-256-gcm", "-outform", "DER",
+         "-recip", str(pki["alice"].cert_pem), *OAEP, "-recip", str(pki["bob"].cert_pem),
+         "-in", str(plain), "-out", str(enc)],
+        check=True,
+    )  # fmt: skip
+    assert decrypt_bytes(enc, pki["alice"]) == b"y" * 100
+    with pytest.raises(UnsupportedError, match="not RSAES-OAEP"):
+        decrypt_bytes(enc, pki["bob"])
+
+
 def test_openssl_reads_our_stored_private_key_and_certificate(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys")
     store.create("svc", 2048, 30, lambda: Secret("correct horse"))

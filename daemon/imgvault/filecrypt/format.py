@@ -46,6 +46,7 @@ OAEP_SHA256_NULL = bytes.fromhex(
     "303c06092a864886f70d010107302fa00f300d06096086480165030402010500a11c301a06092a864886"
     "f70d010108300d06096086480165030402010500"
 )
+_OAEP_SHA256_FORMS = (OAEP_SHA256, OAEP_SHA256_NULL)
 
 
 # What asn1crypto raises on malformed input: not only ValueError (found by the bit-flip test).
@@ -123,9 +124,23 @@ class FileInfoRecord(core.Sequence):  # type: ignore[misc]
     ]
 
 
-def _record(info: cms.RecipientInfo) -> FileInfoRecord:
-    record: FileInfoRecord = FileInfoRecord.load(info.chosen["ori_value"].dump(), strict=True)
-    return record
+@dataclass(frozen=True)
+class FileInfoEntry:
+    """The file-info `ori` record, parsed once: its facts, the exact DER they were MACed as,
+    the MAC, and the whole RecipientInfo (which rewrap copies unchanged)."""
+
+    encoding: bytes
+    info_der: bytes
+    info: FileInfo
+    mac: bytes
+
+
+def _file_info_entry(info: cms.RecipientInfo) -> FileInfoEntry:
+    record = FileInfoRecord.load(info.chosen["ori_value"].dump(), strict=True)
+    info_der = bytes(record["info"].dump())
+    return FileInfoEntry(
+        bytes(info.dump()), info_der, FileInfo.decode(info_der), bytes(record["mac"].native)
+    )
 
 
 def _file_info_mac(content_key: Secret, info_der: bytes) -> bytes:
@@ -215,11 +230,20 @@ def frame(
 
 
 @dataclass(frozen=True)
+class KeyTransport:
+    """A key-transport recipient info, with what decryption compares byte for byte."""
+
+    info: cms.KeyTransRecipientInfo
+    # RSAES-OAEP SHA-256 exactly (check_key_encryption refuses the recipient used otherwise)
+    oaep_sha256: bool
+
+
+@dataclass(frozen=True)
 class Envelope:
     """The parsed structure of an encrypted file; the content stays on disk."""
 
-    recipients: list[cms.KeyTransRecipientInfo]
-    file_info_recipient: cms.RecipientInfo | None  # the imgvault file-info record, if any
+    recipients: list[KeyTransport]
+    file_info_recipient: FileInfoEntry | None  # the imgvault file-info record, if any
     nonce: bytes
     segments: list[tuple[int, int]]  # (offset, length) of the ciphertext pieces
     auth_attrs: bytes  # [1] IMPLICIT encoding as found, b"" if absent (imgvault writes none)
@@ -234,21 +258,18 @@ class Envelope:
         """The recorded facts, for display only: `verified_file_info` checks them."""
         if self.file_info_recipient is None:
             return None
-        return FileInfo.decode(_record(self.file_info_recipient)["info"].dump())
+        return self.file_info_recipient.info
 
     def verified_file_info(self, content_key: Secret, name: str) -> FileInfo | None:
-        if self.file_info_recipient is None:
+        entry = self.file_info_recipient
+        if entry is None:
             return None
-        record = _record(self.file_info_recipient)
-        info_der = bytes(record["info"].dump())
-        if not hmac.compare_digest(
-            _file_info_mac(content_key, info_der), bytes(record["mac"].native)
-        ):
+        if not hmac.compare_digest(_file_info_mac(content_key, entry.info_der), entry.mac):
             raise AuthenticationError(
                 f"{name}: authentication failed: the recorded file facts were altered",
                 "no plaintext was kept; restore the file from a backup or replica",
             )
-        return FileInfo.decode(info_der)
+        return entry.info
 
 
 def _content_segments(r: der.Reader, limit: int) -> list[tuple[int, int]]:
@@ -296,37 +317,51 @@ def _check_algorithm(raw: bytes, r: der.Reader) -> bytes:
     return nonce
 
 
+def _key_transport(ktri: cms.KeyTransRecipientInfo, r: der.Reader) -> KeyTransport:
+    """Parse every field of `ktri` (asn1crypto parses lazily: damage must show here).
+
+    The key-encryption algorithm is compared as found before anything parses it: after a full
+    parse asn1crypto re-encodes it on every dump (slow). An encoding equal to one of ours is
+    known to parse; any other is parsed fully and its re-encoding compared, as before.
+    """
+    rid = ktri["rid"].name
+    want = "v2" if rid == "subject_key_identifier" else "v0"
+    if ktri["version"].native != want:
+        raise r.broken(f"recipient info version is not {want} for its identifier")
+    algorithm = ktri["key_encryption_algorithm"]
+    oaep_sha256 = bytes(algorithm.dump()) in _OAEP_SHA256_FORMS
+    if not oaep_sha256:
+        algorithm.native  # noqa: B018  # forces the full (lazy) parse, so damage shows here
+        oaep_sha256 = bytes(algorithm.dump()) in _OAEP_SHA256_FORMS
+    ktri["rid"].native  # noqa: B018  # the same full parse for the other fields
+    ktri["encrypted_key"].native  # noqa: B018
+    return KeyTransport(ktri, oaep_sha256)
+
+
 def _recipients(
     raw: bytes, r: der.Reader, size: int
-) -> tuple[list[cms.KeyTransRecipientInfo], cms.RecipientInfo | None]:
+) -> tuple[list[KeyTransport], FileInfoEntry | None]:
     """Key-transport recipients and the file-info record; any other kind is refused, so that
     damage to a recipient info cannot pass as "a recipient we do not use"."""
-    ktris: list[cms.KeyTransRecipientInfo] = []
+    ktris: list[KeyTransport] = []
     file_info = None
     try:
         for info in cms.RecipientInfos.load(raw, strict=True):
             if info.name == "ktri":
-                ktri = info.chosen
-                rid = ktri["rid"].name
-                want = "v2" if rid == "subject_key_identifier" else "v0"
-                if ktri["version"].native != want:
-                    raise r.broken(f"recipient info version is not {want} for its identifier")
-                ktri.native  # noqa: B018  # forces the full (lazy) parse, so damage shows here
-                ktris.append(ktri)
+                ktris.append(_key_transport(info.chosen, r))
             elif info.name == "ori" and info.chosen["ori_type"].dotted == OID_FILE_INFO:
                 if file_info is not None:
                     raise r.broken("two file-info records")
-                record = _record(info)
-                version = FileInfo.decode(record["info"].dump()).version
+                file_info = _file_info_entry(info)
+                version = file_info.info.version
                 if version != FORMAT_VERSION:
                     raise UnsupportedError(
                         f"{r.name}: format version {version} (this imgvault reads "
                         f"{FORMAT_VERSION})",
                         "decrypt it with the imgvault that wrote it, or with openssl cms",
                     )
-                if len(record["mac"].native) != 32:
+                if len(file_info.mac) != 32:
                     raise r.broken("file-info MAC is not 32 bytes")
-                file_info = info
             else:
                 raise UnsupportedError(
                     f"{r.name}: a recipient info of kind {info.name} is not supported",
@@ -334,10 +369,8 @@ def _recipients(
                 )
     except ASN1_ERRORS as error:
         raise r.broken(f"recipient infos do not parse: {error}") from None
-    if file_info is not None:
-        info_size = FileInfo.decode(_record(file_info)["info"].dump()).size
-        if info_size != size:
-            raise r.broken("the recorded size differs from the content length")
+    if file_info is not None and file_info.info.size != size:
+        raise r.broken("the recorded size differs from the content length")
     return ktris, file_info
 
 
@@ -405,13 +438,12 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
     return Envelope(recipients, file_info, nonce, segments, auth_attrs, tag)
 
 
-def check_key_encryption(ktri: cms.KeyTransRecipientInfo, name: str) -> None:
+def check_key_encryption(ktri: KeyTransport, name: str) -> None:
     """Exactly RSAES-OAEP with SHA-256 and MGF1-SHA-256 and no label."""
-    raw = bytes(ktri["key_encryption_algorithm"].dump())
-    if raw not in (OAEP_SHA256, OAEP_SHA256_NULL):
+    if not ktri.oaep_sha256:
         raise UnsupportedError(
             f"{name}: the content key is wrapped with "
-            f"{ktri['key_encryption_algorithm']['algorithm'].native}, not RSAES-OAEP with "
+            f"{ktri.info['key_encryption_algorithm']['algorithm'].native}, not RSAES-OAEP with "
             "SHA-256 and MGF1-SHA-256",
             "re-encrypt with: openssl cms -encrypt -keyopt rsa_padding_mode:oaep "
             "-keyopt rsa_oaep_md:sha256",

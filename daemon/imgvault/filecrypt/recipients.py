@@ -176,7 +176,7 @@ def load_private_key(path: Path, passphrase: Callable[[], Secret]) -> rsa.RSAPri
 
 
 def unwrap(
-    ktris: list[cms.KeyTransRecipientInfo],
+    ktris: list[fmt.KeyTransport],
     key: rsa.RSAPrivateKey,
     name: str,
     cert: x509.Certificate | None = None,
@@ -188,7 +188,7 @@ def unwrap(
         ids.add(certificate_key_id(cert))
         issuer_serial = (cert.issuer.public_bytes(), cert.serial_number)
     for ktri in ktris:
-        rid = ktri["rid"]
+        rid = ktri.info["rid"]
         if rid.name == "subject_key_identifier":
             matches = bytes(rid.chosen.native) in ids
         else:
@@ -198,7 +198,7 @@ def unwrap(
             continue
         fmt.check_key_encryption(ktri, name)
         try:
-            content_key = key.decrypt(bytes(ktri["encrypted_key"].native), OAEP)
+            content_key = key.decrypt(bytes(ktri.info["encrypted_key"].native), OAEP)
         except ValueError:
             raise WrongKeyError(
                 f"{name}: the key matches a recipient but cannot unwrap the content key",
@@ -207,7 +207,7 @@ def unwrap(
         if len(content_key) != fmt.KEY_BYTES:
             raise WrongKeyError(f"{name}: unwrapped a {len(content_key)}-byte content key")
         return Secret(content_key)
-    listed = ", ".join(describe_rid(k) for k in ktris) or "none"
+    listed = ", ".join(describe_rid(k.info) for k in ktris) or "none"
     raise NoMatchingRecipientError(
         f"{name}: the key is not a recipient of this file (recipients: {listed})",
         "use a key listed by `imgvaultctl file inspect`, e.g. the store's recovery key",

@@ -175,7 +175,7 @@ def rewrap(
         raise
     infos = ktris
     if env.file_info_recipient is not None:  # unchanged: its MAC key is the content key's
-        infos.append(bytes(env.file_info_recipient.dump()))
+        infos.append(env.file_info_recipient.encoding)
     prefix, suffix = fmt.frame(infos, env.nonce, env.content_length, env.auth_attrs)
     dst.write(prefix)
     _pump(src, env, cipher=_gcm(content_key, env), plain=None, copy=dst, name=name)

@@ -180,7 +180,7 @@ def _recipient_rows(args: argparse.Namespace, env: fmt.Envelope) -> list[dict[st
         known[certificate_key_id(entry.cert)] = entry.name
         known[entry.cert.serial_number] = entry.name
     rows = []
-    for ktri in env.recipients:
+    for ktri in (k.info for k in env.recipients):
         rid = ktri["rid"]
         ident = (
             bytes(rid.chosen.native)
