@@ -67,12 +67,15 @@ def read_key_file(path: str) -> Secret:
     return Secret(data)
 
 
-def ask_passphrase(prompt: str, flag: str = "--key-file") -> Secret:
+def key_file_hint(flag: str) -> str:
+    """How to give a key instead of typing it, for options that read key files (`-`: stdin)."""
+    return f"pass it with {flag} PATH (or {flag} - to read it from stdin)"
+
+
+def ask_passphrase(prompt: str, instead: str = key_file_hint("--key-file")) -> Secret:
+    """A passphrase typed without echo; without a terminal, an error whose hint is `instead`."""
     if not sys.stdin.isatty():
-        raise ImgvaultError(
-            "a passphrase is needed and there is no terminal to ask on",
-            f"pass it with {flag} PATH (or {flag} - to read it from stdin)",
-        )
+        raise ImgvaultError("a passphrase is needed and there is no terminal to ask on", instead)
     return Secret(getpass.getpass(prompt))
 
 
@@ -85,12 +88,15 @@ def add_key_file_option(parser: argparse.ArgumentParser, flag: str = "--key-file
     )
 
 
-def new_passphrase(key_file: str | None, flag: str = "--key-file") -> Secret:
-    """A new passphrase: from the key file, or typed twice at the terminal."""
-    if key_file is not None:
-        return read_key_file(key_file)
-    first = ask_passphrase("New passphrase: ", flag)
-    if len(first) == 0:
+def ask_new_passphrase(
+    prompt: str = "New passphrase: ",
+    instead: str = key_file_hint("--key-file"),
+    *,
+    allow_empty: bool = False,
+) -> Secret:
+    """A new passphrase typed twice at the terminal, so a typo cannot lock data away."""
+    first = ask_passphrase(prompt, instead)
+    if len(first) == 0 and not allow_empty:
         raise ImgvaultError("the passphrase is empty", "type a non-empty passphrase")
     second = Secret(getpass.getpass("Repeat the new passphrase: "))
     try:
@@ -100,6 +106,13 @@ def new_passphrase(key_file: str | None, flag: str = "--key-file") -> Secret:
     finally:
         second.wipe()
     return first
+
+
+def new_passphrase(key_file: str | None, flag: str = "--key-file") -> Secret:
+    """A new passphrase: from the key file, or typed twice at the terminal."""
+    if key_file is not None:
+        return read_key_file(key_file)
+    return ask_new_passphrase(instead=key_file_hint(flag))
 
 
 def with_key(

@@ -1,13 +1,14 @@
 """Passphrases for the CLI: from a file or descriptor (`--passphrase-file /dev/fd/3`), or typed
 at a terminal. Never from argv or the environment."""
 
-import getpass
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from imgvault.cli.interaction import ask_new_passphrase, ask_passphrase
 from imgvault.errors import ImgvaultError
 from imgvault.secret import Secret
+
+INSTEAD = "give --passphrase-file FILE (or /dev/fd/N from a pipe)"
 
 
 def from_file(path: Path) -> Secret:
@@ -29,14 +30,8 @@ def reader(path: Path | None, prompt: str, *, confirm: bool = False) -> Callable
     def read() -> Secret:
         if path is not None:
             return from_file(path)
-        if not sys.stdin.isatty():
-            raise ImgvaultError(
-                "a passphrase is needed and there is no terminal to ask for it",
-                "give --passphrase-file FILE (or /dev/fd/N from a pipe)",
-            )
-        first = Secret(getpass.getpass(prompt))
-        if confirm and Secret(getpass.getpass("Repeat: ")) != first:
-            raise ImgvaultError("the passphrases differ", "type the same passphrase twice")
-        return first
+        if confirm:
+            return ask_new_passphrase(prompt, INSTEAD, allow_empty=True)
+        return ask_passphrase(prompt, INSTEAD)
 
     return read
