@@ -28,6 +28,7 @@ from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
 from imgvault.filecrypt.errors import FilecryptError, NotEncryptedError, UnsafeFileError
 from imgvault.filecrypt.recipients import Recipient
+from imgvault.system.atomic import fsync_directory
 
 TEMP_PREFIX = ".imgvault-tmp."
 TEMP_NAME = re.compile(r"\.imgvault-tmp\.[0-9a-f]{16}")
@@ -240,11 +241,7 @@ def run_batch(
 
 def sync_directories(directories: set[str]) -> None:
     for directory in sorted(directories):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(directory)
 
 
 def is_encrypted(src: io.BufferedIOBase, size: int, name: str) -> bool:

@@ -6,13 +6,13 @@ stores use a key.
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgvault.filecrypt.errors import FilecryptError
 from imgvault.filecrypt.keystore import NAME
 from imgvault.paths import state_dir
+from imgvault.system.atomic import write_atomic
 
 
 @dataclass
@@ -68,14 +68,4 @@ class StoreRegistry:
         stores[store.name] = store
         document = {name: s.to_json() for name, s in sorted(stores.items())}
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        with temp.open("w") as f:
-            json.dump(document, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        temp.replace(self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.path, (json.dumps(document, indent=2) + "\n").encode())

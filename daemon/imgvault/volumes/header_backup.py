@@ -11,6 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imgvault.system.atomic import fsync_directory
 from imgvault.volumes import cryptsetup
 
 
@@ -39,11 +40,7 @@ def backup_header(device: str | Path, backup_dir: Path, name: str) -> Path:
         finally:
             os.close(fd)
         temp.replace(target)
-        directory = os.open(backup_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(backup_dir)
     finally:
         temp.unlink(missing_ok=True)
         temp_dir.rmdir()
