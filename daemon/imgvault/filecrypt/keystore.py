@@ -35,6 +35,7 @@ from imgvault.filecrypt.recipients import (
 )
 from imgvault.paths import state_dir
 from imgvault.secret import Secret
+from imgvault.system.atomic import write_new
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # PBKDF2-HMAC-SHA256 rounds protecting stored private keys (OWASP 2023 figure).
@@ -107,10 +108,10 @@ class KeyStore:
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         cert = self_signed_certificate(key, name, days)
         try:
-            _write_new(key_path, encrypt_pkcs8(key, secret), 0o600)
+            write_new(key_path, encrypt_pkcs8(key, secret), mode=0o600)
         finally:
             secret.wipe()
-        _write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return KeyEntry(name, cert, True)
 
     def import_(
@@ -136,10 +137,10 @@ class KeyStore:
         if key is not None:
             secret = store_passphrase()
             try:
-                _write_new(key_path, encrypt_pkcs8(key, secret), 0o600)
+                write_new(key_path, encrypt_pkcs8(key, secret), mode=0o600)
             finally:
                 secret.wipe()
-        _write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return KeyEntry(name, cert, key is not None)
 
     def entries(self) -> list[KeyEntry]:
@@ -274,13 +275,3 @@ def _pem(der_bytes: bytes) -> bytes:
     return (
         "\n".join([f"-----BEGIN {PEM_LABEL}-----", *lines, f"-----END {PEM_LABEL}-----"]) + "\n"
     ).encode()
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` (never overwrite), durable before this returns."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

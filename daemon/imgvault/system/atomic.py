@@ -22,6 +22,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     fsync_directory(path.parent)
 
 
+def write_new(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Create `path` with exactly `mode` (whatever the umask) holding `data`, durable before
+    this returns; never replaces an existing file or follows a symlink (FileExistsError)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)
+        f.write(data)
+        f.flush()
+        os.fsync(fd)
+
+
 def fsync_directory(directory: str | Path) -> None:
     """Make the names created or renamed in `directory` durable (a rename is only as durable as
     the directory holding it)."""

@@ -14,7 +14,6 @@ private key can read it.
 """
 
 import io
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from imgvault.filecrypt import stream
 from imgvault.filecrypt.format import FileInfo
 from imgvault.filecrypt.recipients import Recipient, check_recipient, load_certificate
 from imgvault.secret import Secret
+from imgvault.system.atomic import write_new
 
 ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 GROUPS = 8
@@ -79,7 +79,7 @@ def normalize(typed: Secret) -> Secret:
 def _create_private(path: Path, data: bytes) -> None:
     """Write `data` to a new file readable by its owner only; never replace an existing one."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        write_new(path, data)
     except FileExistsError:
         raise RecoveryKeyError(
             f"{path} already exists", "give a new file name; imgvault never overwrites keys"
@@ -88,12 +88,6 @@ def _create_private(path: Path, data: bytes) -> None:
         raise RecoveryKeyError(
             f"cannot create {path}: {error.strerror}", "check the directory exists and is writable"
         ) from None
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_new_file(path: Path) -> None:

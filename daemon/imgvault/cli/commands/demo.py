@@ -18,6 +18,7 @@ from imgvault.filecrypt.keystore import KeyStore
 from imgvault.filecrypt.stores import Store, StoreRegistry
 from imgvault.secret import Secret
 from imgvault.stores.watcher import StoreEvent, StoreWatcher
+from imgvault.system.atomic import write_new
 from imgvault.system.run import run
 
 HELP = """\
@@ -48,9 +49,7 @@ def _passphrase(state: Path) -> Path:
     path = state / "demo-passphrase"
     if not path.exists():
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24) + "\n")
+        write_new(path, (secrets.token_urlsafe(24) + "\n").encode())
     return path
 
 
