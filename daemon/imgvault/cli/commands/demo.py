@@ -13,7 +13,7 @@ from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.cli.progress import Progress
 from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
 from imgvault.errors import ImgvaultError
-from imgvault.filecrypt.inplace import is_encrypted
+from imgvault.filecrypt.inplace import check_file
 from imgvault.filecrypt.keystore import KeyStore
 from imgvault.filecrypt.stores import Store, StoreRegistry
 from imgvault.secret import Secret
@@ -119,7 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         watcher.stop()
     seconds = time.monotonic() - started
-    encrypted = [p for p in digests if _is_encrypted(p)]
+    encrypted = [p for p in digests if _is_encrypted(p, store.root)]
     sample = min(digests)
     proof = _openssl_restores(sample, keystore, passphrase_file, digests[sample])
     problems = [e for e in events if e.action in ("refused", "failed")]
@@ -148,11 +148,10 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _is_encrypted(path: Path) -> bool:
+def _is_encrypted(path: Path, root: Path) -> bool:
     try:
-        with path.open("rb") as f:
-            return is_encrypted(f, path.stat().st_size, str(path))
-    except (OSError, ImgvaultError):
+        return check_file(path, root=root).action == "already-encrypted"
+    except ImgvaultError:
         return False
 
 
