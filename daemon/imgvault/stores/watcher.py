@@ -60,7 +60,9 @@ class _Events(FileSystemEventHandler):
         if isinstance(event, FileClosedEvent | FileCreatedEvent):
             self.watcher.schedule([Path(os.fsdecode(event.src_path))])
         elif isinstance(event, FileMovedEvent):
-            self.watcher.schedule([Path(os.fsdecode(event.dest_path))])
+            if not TEMP_NAME.fullmatch(Path(os.fsdecode(event.src_path)).name):
+                self.watcher.schedule([Path(os.fsdecode(event.dest_path))])
+            # else: our own encrypted result renamed over the original; nothing to do
         elif isinstance(event, DirCreatedEvent | DirMovedEvent):
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
             self.watcher.schedule(_files_under(Path(os.fsdecode(target))))
@@ -185,5 +187,5 @@ class StoreWatcher:
                 action = "refused" if isinstance(error, UnsafeFileError) else "failed"
                 self.report(StoreEvent(self.store.name, path, action, str(error)))
             return
-        if outcome.action != "already-encrypted":  # e.g. our own rename of the result
+        if outcome.action != "already-encrypted":  # e.g. found so at the start-up scan
             self.report(StoreEvent(self.store.name, path, outcome.action))
