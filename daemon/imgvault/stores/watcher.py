@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ from imgvault.filecrypt.stream import FileChangedError
 from imgvault.stores.openfiles import file_id, open_file_ids
 
 log = logging.getLogger("imgvault.stores")
+
+# watchdog 7 warns when the watch of a new subdirectory is added twice by the same recursive
+# watch (its own walk races the directory's create event); the callback is replaced by itself,
+# so no event is lost, and admins should not see the traceback-like text.
+warnings.filterwarnings(
+    "ignore", message="Callback with id .* already exists", category=RuntimeWarning
+)
 
 
 @dataclass(frozen=True)
