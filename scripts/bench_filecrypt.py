@@ -34,6 +34,7 @@ from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
 from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.keystore import self_signed_certificate
 from imgvault.filecrypt.recipients import OAEP, Recipient, check_recipient
+from imgvault.filecrypt.stream import Key
 from imgvault.system.run import run
 
 MIB = 1024 * 1024
@@ -150,7 +151,7 @@ def measure(
     files: list[Path],
     *,
     sample: list[Path],
-    keys: tuple[list[Recipient], inplace.Key, Path],
+    keys: tuple[list[Recipient], Key, Path],
     jobs: int,
     rows: list[list[str]],
 ) -> tuple[float, float, float, float]:
@@ -211,7 +212,7 @@ def main() -> None:
     recipients: list[Recipient] = [check_recipient(c, "bench") for c in certs]
     cert_file = args.dir / "svc.pem"
     cert_file.write_bytes(certs[0].public_bytes(serialization.Encoding.PEM))
-    key = inplace.Key(service, certs[0])
+    key = Key(service, certs[0])
 
     rows: list[list[str]] = []
     ratios = {}

@@ -9,9 +9,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
-from imgvault.filecrypt.inplace import Key
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.keystore import self_signed_certificate
 from imgvault.filecrypt.recipients import Recipient, check_recipient
+from imgvault.filecrypt.stream import Key
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Party]:
     return {name: make_party(directory, name) for name in ("alice", "bob", "mallory")}
 
 
-def encrypt_bytes(data: bytes, recipients: list[Recipient], path: Path) -> Path:
-    """Encrypt `data` to `path` with fixed, harmless file facts."""
+def encrypt_bytes(
+    data: bytes, recipients: list[Recipient], path: Path, *, batch: bool = True
+) -> Path:
+    """Encrypt `data` to `path` with fixed, harmless file facts (and a batch key, as the CLI
+    and the service write files, unless `batch` is False)."""
     src = path.with_suffix(".plain")
     src.write_bytes(data)
     info = fmt.FileInfo(size=len(data), mode=0o640, uid=1000, gid=1000, mtime_ns=1_700_000_000)
     with src.open("rb") as s, path.open("wb") as d:
-        stream.encrypt(s, d, info, recipients)
+        stream.encrypt(s, d, info, recipients, Batches() if batch else None)
     src.unlink()
     return path
 
@@ -65,7 +69,7 @@ def encrypt_bytes(data: bytes, recipients: list[Recipient], path: Path) -> Path:
 def decrypt_bytes(path: Path, party: Party) -> bytes:
     out = path.with_suffix(".out")
     with path.open("rb") as s, out.open("wb") as d:
-        stream.decrypt(s, path.stat().st_size, str(path), party.key, d, cert=party.recipient.cert)
+        stream.decrypt(s, path.stat().st_size, str(path), party.as_key, d)
     data = out.read_bytes()
     out.unlink()
     return data

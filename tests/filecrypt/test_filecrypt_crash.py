@@ -64,7 +64,7 @@ def _state(path: Path, original: bytes, pki: dict[str, Party]) -> str:
         with path.open("rb") as f:
             sink = _Sink()
             try:
-                stream.decrypt(f, len(data), str(path), pki[name].key, sink)  # type: ignore[arg-type]
+                stream.decrypt(f, len(data), str(path), pki[name].as_key, sink)  # type: ignore[arg-type]
             except NotEncryptedError:
                 raise AssertionError(f"{path}: neither original nor encrypted") from None
             except NoMatchingRecipientError:  # not this recipient: try the next

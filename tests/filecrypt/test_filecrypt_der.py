@@ -27,7 +27,14 @@ def test_header_of_a_length_past_2_32() -> None:
 def test_file_info_matches_asn1crypto() -> None:
     info = fmt.FileInfo(size=2**33, mode=0o4755, uid=0, gid=65534, mtime_ns=-5)
     built = fmt.FileInfoValue(
-        {"version": 1, "size": 2**33, "mode": 0o4755, "uid": 0, "gid": 65534, "mtime_ns": -5}
+        {
+            "version": fmt.FORMAT_VERSION,
+            "size": 2**33,
+            "mode": 0o4755,
+            "uid": 0,
+            "gid": 65534,
+            "mtime_ns": -5,
+        }
     )
     assert info.encode() == built.dump()
     assert fmt.FileInfo.decode(info.encode()) == info

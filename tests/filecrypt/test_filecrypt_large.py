@@ -16,6 +16,7 @@ import hashlib, json, resource, sys
 from pathlib import Path
 from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.recipients import check_recipient, load_certificate, load_private_key
+from imgvault.filecrypt.stream import Key
 
 path, cert, key = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
@@ -37,7 +38,7 @@ with path.open("rb") as f:
 inplace.encrypt_file(path, [check_recipient(load_certificate(cert), "cert")])
 sink = Hasher()
 with path.open("rb") as f:
-    stream.decrypt(f, path.stat().st_size, str(path), load_private_key(key, None), sink)
+    stream.decrypt(f, path.stat().st_size, str(path), Key(load_private_key(key, None)), sink)
 print(json.dumps({
     "before": before,
     "after": sink.h.hexdigest(),

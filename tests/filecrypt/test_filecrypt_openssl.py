@@ -69,7 +69,7 @@ def test_rewrapped_file_decrypts_with_openssl(pki: dict[str, Party], tmp_path: P
     out = tmp_path / "rewrapped"
     with enc.open("rb") as s, out.open("wb") as d:
         stream.rewrap(
-            s, enc.stat().st_size, "f", pki["alice"].key, d, recipients=[pki["bob"].recipient]
+            s, enc.stat().st_size, "f", pki["alice"].as_key, d, recipients=[pki["bob"].recipient]
         )
     assert openssl_decrypt(out, pki["bob"], tmp_path / "b") == data
 

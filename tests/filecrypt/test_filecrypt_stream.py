@@ -9,7 +9,7 @@ import pytest
 from fc_helpers import Party, decrypt_bytes, encrypt_bytes
 
 from imgvault.filecrypt import format as fmt
-from imgvault.filecrypt import stream
+from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.errors import (
     AuthenticationError,
     FilecryptError,
@@ -99,7 +99,7 @@ def test_tampered_file_facts_are_rejected(pki: dict[str, Party], tmp_path: Path)
     new = fmt.FileInfo(10, 0o666, 1000, 1000, 1_700_000_000).encode()
     assert len(old) == len(new) and data.count(old) == 1
     enc.write_bytes(data.replace(old, new))
-    with pytest.raises(AuthenticationError, match="file facts were altered"):
+    with pytest.raises(AuthenticationError, match="file facts or recipient infos were altered"):
         decrypt_bytes(enc, pki["alice"])
 
 
@@ -168,13 +168,17 @@ def test_rewrap_replaces_recipients_and_keeps_ciphertext(
     out = tmp_path / "rewrapped"
     with enc.open("rb") as s, out.open("wb") as d:
         stream.rewrap(
-            s, enc.stat().st_size, "f", pki["alice"].key, d, recipients=[pki["bob"].recipient]
+            s, enc.stat().st_size, "f", pki["alice"].as_key, d, recipients=[pki["bob"].recipient]
         )
     assert decrypt_bytes(out, pki["bob"]) == data
     with pytest.raises(NoMatchingRecipientError):
         decrypt_bytes(out, pki["alice"])
-    # Same nonce, ciphertext, tag and file facts: only the recipient infos changed.
-    assert enc.read_bytes()[-70_100:] == out.read_bytes()[-70_100:]
+    # Same nonce, ciphertext and tag (the encrypted content info and what follows it), same
+    # file facts: only the recipient infos changed.
+    tail = 70_000 + 60  # content, its algorithm and headers, the tag
+    assert enc.read_bytes()[-tail:] == out.read_bytes()[-tail:]
+    envelopes = [inplace.inspect_file(p)[0] for p in (enc, out)]
+    assert envelopes[0].unverified_file_info == envelopes[1].unverified_file_info
 
 
 def test_rewrap_refuses_a_damaged_file(pki: dict[str, Party], tmp_path: Path) -> None:
@@ -184,5 +188,5 @@ def test_rewrap_refuses_a_damaged_file(pki: dict[str, Party], tmp_path: Path) ->
     enc.write_bytes(data)
     with enc.open("rb") as s, pytest.raises(AuthenticationError):
         stream.rewrap(
-            s, len(data), "f", pki["alice"].key, io.BytesIO(), recipients=[pki["bob"].recipient]
+            s, len(data), "f", pki["alice"].as_key, io.BytesIO(), recipients=[pki["bob"].recipient]
         )

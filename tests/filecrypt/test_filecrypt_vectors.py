@@ -9,6 +9,7 @@ import pytest
 
 from imgvault.filecrypt import stream
 from imgvault.filecrypt.recipients import load_certificate, load_private_key
+from imgvault.filecrypt.stream import Key
 from imgvault.secret import Secret
 from imgvault.system.run import run
 
@@ -41,9 +42,8 @@ def test_vector_decrypts(name: str, producer: str) -> None:
             f,
             path.stat().st_size,
             path.name,
-            load_private_key(KEY, _no_passphrase),
+            Key(load_private_key(KEY, _no_passphrase), load_certificate(CERT)),
             sink,  # type: ignore[arg-type]
-            cert=load_certificate(CERT),
         )
     assert sink.h.hexdigest() == MANIFEST[name]["sha256"]
     if producer == "imgvault":

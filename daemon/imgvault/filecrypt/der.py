@@ -22,6 +22,7 @@ CONTEXT_0_CONSTRUCTED = 0xA0
 CONTEXT_0_PRIMITIVE = 0x80
 CONTEXT_1_CONSTRUCTED = 0xA1
 CONTEXT_2_CONSTRUCTED = 0xA2
+CONTEXT_4_CONSTRUCTED = 0xA4
 END_OF_CONTENTS = 0x00
 
 # Bounded parts (everything but the content) are read into memory only up to this size.
@@ -46,11 +47,14 @@ def integer(value: int) -> bytes:
     return tlv(INTEGER, value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True))
 
 
-def set_of(encodings: list[bytes]) -> bytes:
-    """DER SET OF: elements in ascending order of their encodings (X.690 §11.6)."""
+def set_order(encodings: list[bytes]) -> list[bytes]:
+    """The elements of a DER SET OF in their encoded order: ascending encodings (X.690 §11.6)."""
     longest = max((len(e) for e in encodings), default=0)
-    ordered = sorted(encodings, key=lambda e: e.ljust(longest, b"\0"))
-    return tlv(SET, b"".join(ordered))
+    return sorted(encodings, key=lambda e: e.ljust(longest, b"\0"))
+
+
+def set_of(encodings: list[bytes]) -> bytes:
+    return tlv(SET, b"".join(set_order(encodings)))
 
 
 @dataclass(frozen=True)

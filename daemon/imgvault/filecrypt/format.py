@@ -2,8 +2,9 @@
 
 See docs/filecrypt-format.md. `frame` returns the bytes before and after the streamed
 ciphertext; `parse` walks a file's structure without reading its content, which is how an
-encrypted file is recognised and how decryption finds the recipients, the file facts, the GCM
-parameters, any authAttrs (the GCM AAD, which follow the ciphertext) and the tag.
+encrypted file is recognised and how decryption finds the recipients, the batch-key record,
+the file facts, the GCM parameters, any authAttrs (the GCM AAD, which follow the ciphertext)
+and the tag.
 """
 
 import hmac
@@ -23,7 +24,8 @@ from imgvault.filecrypt.errors import (
 )
 from imgvault.secret import Secret
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what imgvault writes
+READABLE_VERSIONS = (1, 2)  # 1: the file-info MAC covers the facts only (no other infos)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
@@ -34,6 +36,8 @@ OID_DATA = "1.2.840.113549.1.7.1"
 OID_AES256_GCM = "2.16.840.1.101.3.4.1.46"
 IMGVAULT_ARC = "2.25.317587659708337672856103874130586240980"
 OID_FILE_INFO = f"{IMGVAULT_ARC}.1"
+OID_BATCH_KEY = f"{IMGVAULT_ARC}.2"
+OID_AES256_WRAP = "2.16.840.1.101.3.4.1.45"
 FILE_INFO_MAC_LABEL = b"imgvault file-info v1"
 
 # RSAES-OAEP, SHA-256, MGF1-SHA-256, empty label: the DER we write (hash parameters absent,
@@ -143,20 +147,26 @@ def _file_info_entry(info: cms.RecipientInfo) -> FileInfoEntry:
     )
 
 
-def _file_info_mac(content_key: Secret, info_der: bytes) -> bytes:
-    """HMAC-SHA256 keyed by HKDF-SHA256(content key): only a holder of the key can forge it."""
+def _file_info_mac(content_key: Secret, info_der: bytes, bound: bytes) -> bytes:
+    """HMAC-SHA256 keyed by HKDF-SHA256(content key): only a holder of the key can forge it.
+    `bound` (version 2) is the DER of every other recipient info, so none can be altered."""
     mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=FILE_INFO_MAC_LABEL).derive(
         content_key.reveal()
     )
-    return hmac.digest(mac_key, info_der, "sha256")
+    return hmac.digest(mac_key, info_der + bound, "sha256")
 
 
-def file_info_recipient(info: FileInfo, content_key: Secret) -> bytes:
-    """DER of the `ori` RecipientInfo carrying the file facts and their MAC."""
+def file_info_recipient(info: FileInfo, content_key: Secret, others: list[bytes]) -> bytes:
+    """DER of the `ori` RecipientInfo carrying the file facts and their MAC.
+
+    `others` are the file's other recipient infos. The `ori` sorts last in the DER SET OF
+    (its tag 0xA4 is the highest), so they appear in the file in `der.set_order`.
+    """
     info_der = info.encode()
-    mac = der.tlv(der.OCTET_STRING, _file_info_mac(content_key, info_der))
+    bound = b"".join(der.set_order(others)) if info.version >= 2 else b""
+    mac = der.tlv(der.OCTET_STRING, _file_info_mac(content_key, info_der, bound))
     record = der.tlv(der.SEQUENCE, info_der + mac)
-    return der.tlv(CONTEXT_4_CONSTRUCTED, _FILE_INFO_TLV + record)
+    return der.tlv(der.CONTEXT_4_CONSTRUCTED, _FILE_INFO_TLV + record)
 
 
 def _oid_tlv(dotted: str) -> bytes:
@@ -167,7 +177,10 @@ OID_DATA_TLV = _oid_tlv(OID_DATA)
 OID_AUTH_ENVELOPED_DATA_TLV = _oid_tlv(OID_AUTH_ENVELOPED_DATA)
 _AES256_GCM_TLV = _oid_tlv(OID_AES256_GCM)
 _FILE_INFO_TLV = _oid_tlv(OID_FILE_INFO)
-CONTEXT_4_CONSTRUCTED = 0xA4
+BATCH_KEY_TLV = _oid_tlv(OID_BATCH_KEY)
+AES256_WRAP_ALGORITHM = der.tlv(der.SEQUENCE, _oid_tlv(OID_AES256_WRAP))  # parameters absent
+WRAPPED_KEY_BYTES = KEY_BYTES + 8  # RFC 3394: one 64-bit integrity block more
+BATCH_ID_BYTES = 16
 
 
 def content_algorithm(nonce: bytes) -> bytes:
@@ -239,11 +252,34 @@ class KeyTransport:
 
 
 @dataclass(frozen=True)
+class BatchEntry:
+    """The `kekri` recipient info: the content key wrapped with the batch key, and the batch
+    key's own record (a SET OF key-transport recipient infos, one per certificate)."""
+
+    batch_id: bytes
+    record: bytes  # DER of the SET OF RecipientInfo holding the batch key
+    wrapped_key: bytes  # AES-256 key wrap (RFC 3394) of the content key
+
+    def recipients(self, name: str) -> list[KeyTransport]:
+        """The batch key's recipient infos, fully parsed (only on a batch-key cache miss)."""
+        r = der.Reader(io.BytesIO(self.record), len(self.record), name)
+        try:
+            infos = cms.RecipientInfos.load(self.record, strict=True)
+            if any(info.name != "ktri" for info in infos):
+                raise r.broken("a batch-key recipient is not a key-transport recipient")
+            return [_key_transport(info.chosen, r) for info in infos]
+        except ASN1_ERRORS as error:
+            raise r.broken(f"batch-key recipients do not parse: {error}") from None
+
+
+@dataclass(frozen=True)
 class Envelope:
     """The parsed structure of an encrypted file; the content stays on disk."""
 
     recipients: list[KeyTransport]
+    batch: BatchEntry | None  # the imgvault batch-key recipient info, if any
     file_info_recipient: FileInfoEntry | None  # the imgvault file-info record, if any
+    others: bytes  # DER of every recipient info but the file-info record, in file order
     nonce: bytes
     segments: list[tuple[int, int]]  # (offset, length) of the ciphertext pieces
     auth_attrs: bytes  # [1] IMPLICIT encoding as found, b"" if absent (imgvault writes none)
@@ -264,9 +300,11 @@ class Envelope:
         entry = self.file_info_recipient
         if entry is None:
             return None
-        if not hmac.compare_digest(_file_info_mac(content_key, entry.info_der), entry.mac):
+        bound = self.others if entry.info.version >= 2 else b""
+        if not hmac.compare_digest(_file_info_mac(content_key, entry.info_der, bound), entry.mac):
             raise AuthenticationError(
-                f"{name}: authentication failed: the recorded file facts were altered",
+                f"{name}: authentication failed: the recorded file facts or recipient infos "
+                "were altered",
                 "no plaintext was kept; restore the file from a backup or replica",
             )
         return entry.info
@@ -338,30 +376,65 @@ def _key_transport(ktri: cms.KeyTransRecipientInfo, r: der.Reader) -> KeyTranspo
     return KeyTransport(ktri, oaep_sha256)
 
 
-def _recipients(
-    raw: bytes, r: der.Reader, size: int
-) -> tuple[list[KeyTransport], FileInfoEntry | None]:
-    """Key-transport recipients and the file-info record; any other kind is refused, so that
-    damage to a recipient info cannot pass as "a recipient we do not use"."""
-    ktris: list[KeyTransport] = []
-    file_info = None
+def _batch_entry(kekri: cms.KEKRecipientInfo, r: der.Reader) -> BatchEntry:
+    """The imgvault batch-key `kekri`, every field checked (any other `kekri` is refused)."""
+    kekid = kekri["kekid"]
+    other = kekid["other"]
+    if kekri["version"].native != "v4" or kekid["date"].native is not None:
+        raise r.broken("batch-key recipient info has the wrong version or a date")
+    if not other or other["key_attr_id"].dotted != OID_BATCH_KEY:
+        raise UnsupportedError(
+            f"{r.name}: a key-encryption-key (kekri) recipient that imgvault did not write",
+            "decrypt it with openssl cms -decrypt -secretkey, or with a certificate recipient",
+        )
+    batch_id = bytes(kekid["key_identifier"].native)
+    record = bytes(other["key_attr"].dump())
+    wrapped = bytes(kekri["encrypted_key"].native)
+    if bytes(kekri["key_encryption_algorithm"].dump()) != AES256_WRAP_ALGORITHM:
+        raise r.broken("batch-key recipient info is not AES-256 key wrap")
+    if len(batch_id) != BATCH_ID_BYTES or len(wrapped) != WRAPPED_KEY_BYTES:
+        raise r.broken("batch-key recipient info has a wrong identifier or key length")
+    if record[:1] != bytes((der.SET,)):
+        raise r.broken("batch-key record is not a SET OF recipient infos")
+    return BatchEntry(batch_id, record, wrapped)
+
+
+@dataclass
+class _Infos:
+    ktris: list[KeyTransport]
+    batch: BatchEntry | None = None
+    file_info: FileInfoEntry | None = None
+
+
+def _recipients(raw: bytes, r: der.Reader, size: int) -> tuple[_Infos, bytes]:
+    """Key-transport recipients, the batch key and the file-info record, and the DER of every
+    info but the last (what a version-2 file-info MAC covers). Any other kind is refused, so
+    that damage to a recipient info cannot pass as "a recipient we do not use"."""
+    found = _Infos([])
+    others: list[bytes] = []
     try:
         for info in cms.RecipientInfos.load(raw, strict=True):
-            if info.name == "ktri":
-                ktris.append(_key_transport(info.chosen, r))
-            elif info.name == "ori" and info.chosen["ori_type"].dotted == OID_FILE_INFO:
-                if file_info is not None:
+            if info.name == "ori" and info.chosen["ori_type"].dotted == OID_FILE_INFO:
+                if found.file_info is not None:
                     raise r.broken("two file-info records")
-                file_info = _file_info_entry(info)
-                version = file_info.info.version
-                if version != FORMAT_VERSION:
+                found.file_info = _file_info_entry(info)
+                version = found.file_info.info.version
+                if version not in READABLE_VERSIONS:
                     raise UnsupportedError(
                         f"{r.name}: format version {version} (this imgvault reads "
-                        f"{FORMAT_VERSION})",
+                        f"{', '.join(map(str, READABLE_VERSIONS))})",
                         "decrypt it with the imgvault that wrote it, or with openssl cms",
                     )
-                if len(file_info.mac) != 32:
+                if len(found.file_info.mac) != 32:
                     raise r.broken("file-info MAC is not 32 bytes")
+                continue
+            others.append(bytes(info.dump()))
+            if info.name == "ktri":
+                found.ktris.append(_key_transport(info.chosen, r))
+            elif info.name == "kekri":
+                if found.batch is not None:
+                    raise r.broken("two batch-key recipient infos")
+                found.batch = _batch_entry(info.chosen, r)
             else:
                 raise UnsupportedError(
                     f"{r.name}: a recipient info of kind {info.name} is not supported",
@@ -369,9 +442,9 @@ def _recipients(
                 )
     except ASN1_ERRORS as error:
         raise r.broken(f"recipient infos do not parse: {error}") from None
-    if file_info is not None and file_info.info.size != size:
+    if found.file_info is not None and found.file_info.info.size != size:
         raise r.broken("the recorded size differs from the content length")
-    return ktris, file_info
+    return found, b"".join(others)
 
 
 def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
@@ -434,8 +507,10 @@ def parse(f: io.BufferedIOBase, size: int, name: str) -> Envelope:
         r.end_of_contents(container)
     if r.tell() != size:
         raise r.broken(f"{size - r.tell()} bytes of trailing data")
-    recipients, file_info = _recipients(ris_raw, r, sum(n for _, n in segments))
-    return Envelope(recipients, file_info, nonce, segments, auth_attrs, tag)
+    infos, others = _recipients(ris_raw, r, sum(n for _, n in segments))
+    return Envelope(
+        infos.ktris, infos.batch, infos.file_info, others, nonce, segments, auth_attrs, tag
+    )
 
 
 def check_key_encryption(ktri: KeyTransport, name: str) -> None:

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from imgvault.errors import ImgvaultError
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.errors import FilecryptError, NotEncryptedError, UnsafeFileError
 from imgvault.filecrypt.recipients import Recipient
+from imgvault.filecrypt.stream import Key
 from imgvault.system.atomic import fsync_directory
 
 TEMP_PREFIX = ".imgvault-tmp."
@@ -37,7 +36,7 @@ TEMP_NAME = re.compile(r"\.imgvault-tmp\.[0-9a-f]{16}")
 @dataclass(frozen=True)
 class Outcome:
     path: Path
-    action: str  # encrypted, already-encrypted, decrypted, rewrapped, verified
+    action: str  # encrypted, already-encrypted, decrypted, not-encrypted, rewrapped, verified
     size_before: int
     size_after: int
 
@@ -48,14 +47,6 @@ class Outcome:
             "size_before": self.size_before,
             "size_after": self.size_after,
         }
-
-
-@dataclass(frozen=True)
-class Key:
-    """A private key, with its certificate when known (to match issuer/serial recipients)."""
-
-    private_key: rsa.RSAPrivateKey
-    cert: x509.Certificate | None = None
 
 
 def _inside(directory: int, root: Path | None, shown: Path) -> None:
@@ -176,12 +167,13 @@ def _replace(
     path: Path,
     root: Path | None,
     produce: Callable[[io.BufferedReader, os.stat_result, BinaryIO], _Attributes | None],
-    action: str,
+    action: tuple[str, str],
     dirs_to_sync: set[str] | None,
 ) -> Outcome:
     """Run `produce(original, stat, temporary)` and rename the result over `path`.
 
-    `produce` returns the new file's attributes, or None to leave the file as it is.
+    `produce` returns the new file's attributes, or None to leave the file as it is; `action`
+    names the two outcomes (done, left as it was).
     With `dirs_to_sync`, the directory fsync is left to the caller (one per directory).
     """
     with _io_errors(path), _directory(path, root) as directory:
@@ -189,7 +181,7 @@ def _replace(
         with src, _temporary(directory, path) as (out, temp):
             attrs = produce(src, st, out)
             if attrs is None:
-                return Outcome(path, "already-encrypted", st.st_size, st.st_size)
+                return Outcome(path, action[1], st.st_size, st.st_size)
             _finish(out, attrs, path)
             now = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
             if (now.st_ino, now.st_size, now.st_mtime_ns) != (
@@ -207,7 +199,7 @@ def _replace(
             os.fsync(directory)
         else:
             dirs_to_sync.add(str(path.parent))
-    return Outcome(path, action, st.st_size, size_after)
+    return Outcome(path, action[0], st.st_size, size_after)
 
 
 def run_batch(
@@ -257,10 +249,12 @@ def encrypt_file(
     path: Path,
     recipients: Sequence[Recipient],
     *,
+    batches: Batches | None = None,
     root: Path | None = None,
     dirs_to_sync: set[str] | None = None,
 ) -> Outcome:
-    """Encrypt `path` in place; an already encrypted file is left untouched."""
+    """Encrypt `path` in place; an already encrypted file is left untouched. Give `batches`
+    (one per run) so that decryption needs one RSA operation per batch, not per file."""
 
     def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes | None:
         if is_encrypted(src, st.st_size, str(path)):
@@ -268,22 +262,26 @@ def encrypt_file(
         src.seek(0)
         mode = stat.S_IMODE(st.st_mode)
         info = fmt.FileInfo(st.st_size, mode, st.st_uid, st.st_gid, st.st_mtime_ns)
-        stream.encrypt(src, out, info, recipients)
+        stream.encrypt(src, out, info, recipients, batches)
         return _Attributes(mode, st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
 
-    return _replace(path, root, produce, "encrypted", dirs_to_sync)
+    return _replace(path, root, produce, ("encrypted", "already-encrypted"), dirs_to_sync)
 
 
 def decrypt_file(
     path: Path, key: Key, *, root: Path | None = None, dirs_to_sync: set[str] | None = None
 ) -> Outcome:
-    """Restore `path` in place to its plaintext, mode, owner and mtime."""
+    """Restore `path` in place to its plaintext, mode, owner and mtime; a file that is not
+    encrypted at all is left as it is (so decrypting a store twice changes nothing)."""
 
-    def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes:
-        _, info = stream.decrypt(src, st.st_size, str(path), key.private_key, out, cert=key.cert)
+    def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes | None:
+        try:
+            _, info = stream.decrypt(src, st.st_size, str(path), key, out)
+        except NotEncryptedError:
+            return None
         return _restored(info, st)
 
-    return _replace(path, root, produce, "decrypted", dirs_to_sync)
+    return _replace(path, root, produce, ("decrypted", "not-encrypted"), dirs_to_sync)
 
 
 def _restored(info: fmt.FileInfo | None, st: os.stat_result) -> _Attributes:
@@ -299,20 +297,19 @@ def rewrap_file(
     key: Key,
     recipients: Sequence[Recipient],
     *,
+    batches: Batches | None = None,
     root: Path | None = None,
     dirs_to_sync: set[str] | None = None,
 ) -> Outcome:
     """Give `path` new recipients without re-encrypting its content."""
 
     def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes:
-        stream.rewrap(
-            src, st.st_size, str(path), key.private_key, out, recipients=recipients, cert=key.cert
-        )
+        stream.rewrap(src, st.st_size, str(path), key, out, recipients=recipients, batches=batches)
         return _Attributes(
             stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns
         )
 
-    return _replace(path, root, produce, "rewrapped", dirs_to_sync)
+    return _replace(path, root, produce, ("rewrapped", "not-encrypted"), dirs_to_sync)
 
 
 def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
@@ -325,7 +322,7 @@ def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
         _directory(output, None) as out_dir,
         _temporary(out_dir, output) as (out, temp),
     ):
-        _, info = stream.decrypt(src, st.st_size, str(path), key.private_key, out, cert=key.cert)
+        _, info = stream.decrypt(src, st.st_size, str(path), key, out)
         attrs = _restored(info, st)
         if os.geteuid() != 0:  # only root may give files away; keep ours
             attrs = _Attributes(
@@ -348,7 +345,7 @@ def verify_file(path: Path, key: Key) -> tuple[fmt.Envelope, fmt.FileInfo | None
     with _directory(path, None) as directory:
         src, st = _open_regular(directory, path)
     with src:
-        return stream.decrypt(src, st.st_size, str(path), key.private_key, None, cert=key.cert)
+        return stream.decrypt(src, st.st_size, str(path), key, None)
 
 
 def check_file(path: Path, *, root: Path | None = None) -> Outcome:

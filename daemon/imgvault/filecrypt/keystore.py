@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.x509.oid import NameOID
 
 from imgvault.filecrypt.errors import FilecryptError, UnusableKeyError
-from imgvault.filecrypt.inplace import Key
 from imgvault.filecrypt.recipients import (
     MAX_BITS,
     MIN_BITS,
@@ -33,6 +32,7 @@ from imgvault.filecrypt.recipients import (
     load_private_key,
     rsa_public_key,
 )
+from imgvault.filecrypt.stream import Key
 from imgvault.paths import state_dir
 from imgvault.secret import Secret
 from imgvault.system.atomic import write_new

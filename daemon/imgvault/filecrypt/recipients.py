@@ -175,13 +175,10 @@ def load_private_key(path: Path, passphrase: Callable[[], Secret]) -> rsa.RSAPri
     return key
 
 
-def unwrap(
-    ktris: list[fmt.KeyTransport],
-    key: rsa.RSAPrivateKey,
-    name: str,
-    cert: x509.Certificate | None = None,
-) -> Secret:
-    """The content key, from the recipient info that names `key` (by key id or issuer/serial)."""
+def matching_key_transport(
+    ktris: list[fmt.KeyTransport], key: rsa.RSAPrivateKey, cert: x509.Certificate | None
+) -> fmt.KeyTransport | None:
+    """The recipient info that names `key` (by key id, or issuer/serial of `cert`)."""
     ids = {key_id(key.public_key())}
     issuer_serial = None
     if cert is not None:
@@ -190,28 +187,45 @@ def unwrap(
     for ktri in ktris:
         rid = ktri.info["rid"]
         if rid.name == "subject_key_identifier":
-            matches = bytes(rid.chosen.native) in ids
+            if bytes(rid.chosen.native) in ids:
+                return ktri
         else:
             chosen = rid.chosen
-            matches = issuer_serial == (chosen["issuer"].dump(), chosen["serial_number"].native)
-        if not matches:
-            continue
-        fmt.check_key_encryption(ktri, name)
-        try:
-            content_key = key.decrypt(bytes(ktri.info["encrypted_key"].native), OAEP)
-        except ValueError:
-            raise WrongKeyError(
-                f"{name}: the key matches a recipient but cannot unwrap the content key",
-                "the recipient info is damaged, or the key is not the one it names",
-            ) from None
-        if len(content_key) != fmt.KEY_BYTES:
-            raise WrongKeyError(f"{name}: unwrapped a {len(content_key)}-byte content key")
-        return Secret(content_key)
-    listed = ", ".join(describe_rid(k.info) for k in ktris) or "none"
-    raise NoMatchingRecipientError(
-        f"{name}: the key is not a recipient of this file (recipients: {listed})",
-        "use a key listed by `imgvaultctl file inspect`, e.g. the store's recovery key",
-    )
+            if issuer_serial == (chosen["issuer"].dump(), chosen["serial_number"].native):
+                return ktri
+    return None
+
+
+def unwrap_key_transport(ktri: fmt.KeyTransport, key: rsa.RSAPrivateKey, name: str) -> Secret:
+    """The 256-bit key that `ktri` holds for `key` (a content key, or a batch key)."""
+    fmt.check_key_encryption(ktri, name)
+    try:
+        unwrapped = key.decrypt(bytes(ktri.info["encrypted_key"].native), OAEP)
+    except ValueError:
+        raise WrongKeyError(
+            f"{name}: the key matches a recipient but cannot unwrap the content key",
+            "the recipient info is damaged, or the key is not the one it names",
+        ) from None
+    if len(unwrapped) != fmt.KEY_BYTES:
+        raise WrongKeyError(f"{name}: unwrapped a {len(unwrapped)}-byte content key")
+    return Secret(unwrapped)
+
+
+def unwrap(
+    ktris: list[fmt.KeyTransport],
+    key: rsa.RSAPrivateKey,
+    name: str,
+    cert: x509.Certificate | None = None,
+) -> Secret:
+    """The content key, from the recipient info that names `key`."""
+    ktri = matching_key_transport(ktris, key, cert)
+    if ktri is None:
+        listed = ", ".join(describe_rid(k.info) for k in ktris) or "none"
+        raise NoMatchingRecipientError(
+            f"{name}: the key is not a recipient of this file (recipients: {listed})",
+            "use a key listed by `imgvaultctl file inspect`, e.g. the store's recovery key",
+        )
+    return unwrap_key_transport(ktri, key, name)
 
 
 def describe_rid(ktri: cms.KeyTransRecipientInfo) -> str:

@@ -5,6 +5,7 @@ that the caller publishes after this returns: the GCM tag is checked at the very
 return means every byte written is authentic, and an exception means none may be used.
 """
 
+import dataclasses
 import io
 import os
 import threading
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from imgvault.filecrypt import format as fmt
+from imgvault.filecrypt.batch import Batches, BatchKeyCache
 from imgvault.filecrypt.errors import AuthenticationError, FilecryptError, MalformedError
 from imgvault.filecrypt.recipients import Recipient, unwrap
 from imgvault.secret import Secret
@@ -40,17 +42,36 @@ class FileChangedError(FilecryptError):
     """The source changed size while it was read: the result would not match any version."""
 
 
-def encrypt(
-    src: io.BufferedIOBase, dst: BinaryIO, info: fmt.FileInfo, recipients: Sequence[Recipient]
-) -> None:
-    """Write the encryption of exactly `info.size` bytes of `src` to `dst`."""
+def _recipient_infos(
+    content_key: Secret,
+    recipients: Sequence[Recipient],
+    batches: Batches | None,
+    info: fmt.FileInfo | None,
+) -> list[bytes]:
+    """One `ktri` per recipient, the batch key's `kekri`, and the file facts bound to them."""
     if not recipients:
         raise FilecryptError("no recipients", "give at least one --recipient certificate")
+    infos = [r.wrap(content_key) for r in recipients]
+    if batches is not None:
+        infos.append(batches.wrap(recipients, content_key))
+    if info is not None:
+        infos.append(fmt.file_info_recipient(info, content_key, infos))
+    return infos
+
+
+def encrypt(
+    src: io.BufferedIOBase,
+    dst: BinaryIO,
+    info: fmt.FileInfo,
+    recipients: Sequence[Recipient],
+    batches: Batches | None = None,
+) -> None:
+    """Write the encryption of exactly `info.size` bytes of `src` to `dst`; with `batches`,
+    the content key is also wrapped with the current batch key (module batch)."""
     content_key = Secret(os.urandom(fmt.KEY_BYTES))
     nonce = os.urandom(fmt.NONCE_BYTES)
     try:
-        infos = [r.wrap(content_key) for r in recipients]
-        infos.append(fmt.file_info_recipient(info, content_key))
+        infos = _recipient_infos(content_key, recipients, batches, info)
         encryptor = Cipher(algorithms.AES(content_key.reveal()), modes.GCM(nonce)).encryptor()
     finally:
         content_key.wipe()
@@ -77,11 +98,23 @@ def encrypt(
     dst.write(suffix + encryptor.tag)
 
 
-def _open(
-    env: fmt.Envelope, key: rsa.RSAPrivateKey, name: str, cert: x509.Certificate | None
-) -> tuple[Secret, fmt.FileInfo | None]:
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """A private key, its certificate when known (to match issuer/serial recipients), and
+    the batch keys it has unwrapped so far."""
+
+    private_key: rsa.RSAPrivateKey
+    cert: x509.Certificate | None = None
+    batch_keys: BatchKeyCache = dataclasses.field(default_factory=BatchKeyCache)
+
+
+def _open(env: fmt.Envelope, key: Key, name: str) -> tuple[Secret, fmt.FileInfo | None]:
     """The content key and the verified file facts (checked before any plaintext exists)."""
-    content_key = unwrap(env.recipients, key, name, cert)
+    content_key = None
+    if env.batch is not None:
+        content_key = key.batch_keys.content_key(env.batch, key.private_key, name, key.cert)
+    if content_key is None:
+        content_key = unwrap(env.recipients, key.private_key, name, key.cert)
     try:
         return content_key, env.verified_file_info(content_key, name)
     except BaseException:
@@ -133,17 +166,11 @@ def _pump(
 
 
 def decrypt(
-    src: io.BufferedIOBase,
-    size: int,
-    name: str,
-    key: rsa.RSAPrivateKey,
-    dst: BinaryIO | None,
-    *,
-    cert: x509.Certificate | None = None,
+    src: io.BufferedIOBase, size: int, name: str, key: Key, dst: BinaryIO | None
 ) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
     """Decrypt `src` into `dst` (None: verify only). Raises unless everything verifies."""
     env = fmt.parse(src, size, name)
-    content_key, info = _open(env, key, name, cert)
+    content_key, info = _open(env, key, name)
     _pump(src, env, cipher=_gcm(content_key, env), plain=dst, copy=None, name=name)
     return env, info
 
@@ -152,32 +179,29 @@ def rewrap(
     src: io.BufferedIOBase,
     size: int,
     name: str,
-    key: rsa.RSAPrivateKey,
+    key: Key,
     dst: BinaryIO,
     *,
     recipients: Sequence[Recipient],
-    cert: x509.Certificate | None = None,
+    batches: Batches | None = None,
 ) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
     """Write `src` to `dst` with new recipients and the same ciphertext, facts and tag.
 
-    The recipient infos are not part of the GCM input, and the file-info MAC is keyed by the
-    content key, which does not change: nothing is re-encrypted. The content is still
-    decrypted on the way (and discarded) so that a damaged file is refused, not rewrapped.
+    The recipient infos are not part of the GCM input: nothing is re-encrypted. The file-info
+    record is rewritten (same facts, current format version) because its MAC covers the
+    recipient infos. The content is still decrypted on the way (and discarded) so that a
+    damaged file is refused, not rewrapped.
     """
-    if not recipients:
-        raise FilecryptError("no recipients", "give at least one --recipient certificate")
     env = fmt.parse(src, size, name)
-    content_key, info = _open(env, key, name, cert)
+    content_key, info = _open(env, key, name)
+    facts = None if info is None else dataclasses.replace(info, version=fmt.FORMAT_VERSION)
     try:
-        ktris = [r.wrap(content_key) for r in recipients]
+        infos = _recipient_infos(content_key, recipients, batches, facts)
     except BaseException:
         content_key.wipe()
         raise
-    infos = ktris
-    if env.file_info_recipient is not None:  # unchanged: its MAC key is the content key's
-        infos.append(env.file_info_recipient.encoding)
     prefix, suffix = fmt.frame(infos, env.nonce, env.content_length, env.auth_attrs)
     dst.write(prefix)
     _pump(src, env, cipher=_gcm(content_key, env), plain=None, copy=dst, name=name)
     dst.write(suffix + env.tag)
-    return env, info
+    return env, facts

@@ -29,6 +29,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from imgvault.errors import ImgvaultError
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.errors import UnsafeFileError
 from imgvault.filecrypt.inplace import TEMP_NAME, encrypt_file, recover
 from imgvault.filecrypt.recipients import Recipient
@@ -96,6 +97,7 @@ class StoreWatcher:
     ) -> None:
         self.store = store
         self.recipients = list(recipients)
+        self._batches = Batches()  # renewed hourly and every 10,000 files (filecrypt.batch)
         self.report = report
         self.settle_seconds = settle_seconds
         self._due: dict[Path, float] = {}
@@ -128,6 +130,7 @@ class StoreWatcher:
             self._lock.notify_all()
         self._observer.join()
         self._worker.join()
+        self._batches.close()
 
     def schedule(self, paths: Iterable[Path]) -> None:
         now = time.monotonic()
@@ -186,7 +189,9 @@ class StoreWatcher:
 
     def _encrypt(self, path: Path) -> None:
         try:
-            outcome = encrypt_file(path, self.recipients, root=self.store.root)
+            outcome = encrypt_file(
+                path, self.recipients, batches=self._batches, root=self.store.root
+            )
         except FileChangedError:
             self.schedule([path])  # a writer is still at it
             return

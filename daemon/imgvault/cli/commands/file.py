@@ -14,6 +14,7 @@ from imgvault.cli.progress import Progress
 from imgvault.errors import ImgvaultError
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import inplace
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.keystore import KeyStore
 from imgvault.filecrypt.recipients import (
     Recipient,
@@ -22,6 +23,7 @@ from imgvault.filecrypt.recipients import (
     rsa_public_key,
 )
 from imgvault.filecrypt.stores import Store, StoreRegistry
+from imgvault.filecrypt.stream import Key
 
 HELP = """\
 File-level encryption of image stores. Each file becomes a DER CMS AuthEnvelopedData
@@ -38,6 +40,7 @@ examples:
   imgvaultctl file inspect /srv/pacs/2026/ct1.dcm --json
   imgvaultctl file verify /srv/pacs/2026/ct1.dcm --key pacs-service
   imgvaultctl file decrypt /srv/pacs/2026/ct1.dcm --key recovery-key.pem -o /tmp/ct1.dcm
+  imgvaultctl file decrypt --store pacs --key pacs-service     # the whole store, in place
   imgvaultctl file rewrap --store pacs --key pacs-service --recipient pacs-2027 \\
       --recipient recovery
   imgvaultctl file recover --store pacs
@@ -122,7 +125,7 @@ def _recipients(args: argparse.Namespace, store: Store | None) -> list[Recipient
     return list(unique.values())
 
 
-def _key(args: argparse.Namespace) -> inplace.Key:
+def _key(args: argparse.Namespace) -> Key:
     return KeyStore(args.keystore).key(
         args.key, reader(args.passphrase_file, f"Passphrase of key {args.key}: ")
     )
@@ -133,11 +136,17 @@ def run_encrypt(args: argparse.Namespace) -> int:
     recipients = _recipients(args, store)
     if args.check:
         return _batch(args, files, lambda p, _: inplace.check_file(p, root=root))
-    return _batch(
-        args,
-        files,
-        lambda p, dirs: inplace.encrypt_file(p, recipients, root=root, dirs_to_sync=dirs),
-    )
+    batches = Batches()
+    try:
+        return _batch(
+            args,
+            files,
+            lambda p, dirs: inplace.encrypt_file(
+                p, recipients, batches=batches, root=root, dirs_to_sync=dirs
+            ),
+        )
+    finally:
+        batches.close()
 
 
 def run_rewrap(args: argparse.Namespace) -> int:
@@ -146,11 +155,18 @@ def run_rewrap(args: argparse.Namespace) -> int:
         raise ImgvaultError("no new recipients", "give the complete new set with --recipient")
     recipients = _recipients(args, store)
     key = _key(args)
-    status = _batch(
-        args,
-        files,
-        lambda p, dirs: inplace.rewrap_file(p, key, recipients, root=root, dirs_to_sync=dirs),
-    )
+    batches = Batches()
+    try:
+        status = _batch(
+            args,
+            files,
+            lambda p, dirs: inplace.rewrap_file(
+                p, key, recipients, batches=batches, root=root, dirs_to_sync=dirs
+            ),
+        )
+    finally:
+        batches.close()
+        key.batch_keys.wipe()
     if store is not None and status == 0:
         store.recipients = list(args.recipient)
         StoreRegistry().save(store)
@@ -158,19 +174,28 @@ def run_rewrap(args: argparse.Namespace) -> int:
 
 
 def run_decrypt(args: argparse.Namespace) -> int:
+    files, root, _ = _targets(args)
+    if args.output is not None and (len(files) != 1 or list(args.paths) != files):
+        raise ImgvaultError(
+            "-o/--output needs exactly one encrypted file", "give one PATH, or drop -o to "
+            "decrypt in place"
+        )  # fmt: skip
     key = _key(args)
-    if args.output is not None:
-        outcome = inplace.decrypt_to(args.path, key, args.output)
-        if args.json:
-            print_json(outcome.to_json())
-        else:
-            print(f"decrypted {args.path} to {args.output} ({human_size(outcome.size_after)})")
-        return 0
-    return _batch(
-        args,
-        [args.path],
-        lambda p, dirs: inplace.decrypt_file(p, key, root=args.root, dirs_to_sync=dirs),
-    )
+    try:
+        if args.output is not None:
+            outcome = inplace.decrypt_to(files[0], key, args.output)
+            if args.json:
+                print_json(outcome.to_json())
+            else:
+                print(f"decrypted {files[0]} to {args.output} ({human_size(outcome.size_after)})")
+            return 0
+        return _batch(
+            args,
+            files,
+            lambda p, dirs: inplace.decrypt_file(p, key, root=root, dirs_to_sync=dirs),
+        )
+    finally:
+        key.batch_keys.wipe()
 
 
 def _recipient_rows(args: argparse.Namespace, env: fmt.Envelope) -> list[dict[str, str]]:
@@ -251,7 +276,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def rsa_public_key_bits(key: inplace.Key) -> int:
+def rsa_public_key_bits(key: Key) -> int:
     if key.cert is not None:
         return rsa_public_key(key.cert, "key").key_size
     return key.private_key.key_size
@@ -312,25 +337,34 @@ def register(subparsers: Subparsers) -> None:
     many.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or directories")
     many.add_argument("--store", help="a registered store: its root, recipients and paths")
     many.add_argument("--root", type=Path, help="refuse any file outside this directory")
-    many.add_argument("--recipient", action="append", help="key name or certificate file (repeat)")
     many.add_argument(
         "--jobs", type=int, default=4, help="files in flight at once (4); overlaps fsyncs"
     )
+    recipients = argparse.ArgumentParser(add_help=False)
+    recipients.add_argument(
+        "--recipient", action="append", help="key name or certificate file (repeat)"
+    )
 
-    p = verbs.add_parser("encrypt", parents=[common, many], help="encrypt files in place")
+    p = verbs.add_parser(
+        "encrypt", parents=[common, many, recipients], help="encrypt files in place"
+    )
     p.add_argument(
         "--check", action="store_true", help="change nothing; report what would be encrypted"
     )
     p.set_defaults(handler=run_encrypt)
     p = verbs.add_parser(
-        "rewrap", parents=[common, many, keyed], help="replace recipients, keep the content"
+        "rewrap",
+        parents=[common, many, recipients, keyed],
+        help="replace recipients, keep the content",
     )
     p.set_defaults(handler=run_rewrap)
-    p = verbs.add_parser("decrypt", parents=[common, keyed], help="decrypt a file")
-    p.add_argument("path", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="new file to write (default: in place)")
-    p.add_argument("--root", type=Path, help="refuse a file outside this directory")
-    p.set_defaults(handler=run_decrypt, jobs=1)
+    p = verbs.add_parser(
+        "decrypt", parents=[common, many, keyed], help="decrypt files (in place, or to -o)"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, help="with one PATH: new file to write instead of in place"
+    )
+    p.set_defaults(handler=run_decrypt)
     p = verbs.add_parser("inspect", parents=[common], help="show recipients and sizes")
     p.add_argument("path", type=Path)
     p.set_defaults(handler=run_inspect)

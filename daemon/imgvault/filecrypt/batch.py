@@ -1,0 +1,139 @@
+"""Batch keys: one RSA private-key operation per batch of files instead of one per file.
+
+An encrypting run (a `file encrypt` command, or an hour of `imgvaultd`) draws a random 256-bit
+batch key, wraps it once for each recipient certificate, and puts into every file, beside the
+usual RSA recipient infos, a `kekri` holding that file's content key wrapped with the batch key
+(AES key wrap) and the batch key's own wrapped copies. A decryptor unwraps the batch key with
+RSA once and keeps it for every later file of the batch. Encrypting still needs certificates
+only; the batch key exists in clear only in the memory of the run that drew it (and of a
+decryptor holding a recipient's private key), and is renewed every `MAX_FILES` files or
+`MAX_SECONDS`. docs/filecrypt-format.md has the layout and the reasoning.
+"""
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import keywrap
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from imgvault.filecrypt import der
+from imgvault.filecrypt import format as fmt
+from imgvault.filecrypt.errors import AuthenticationError
+from imgvault.filecrypt.recipients import (
+    Recipient,
+    fingerprint,
+    matching_key_transport,
+    unwrap_key_transport,
+)
+from imgvault.secret import Secret
+
+MAX_FILES = 10_000
+MAX_SECONDS = 3600.0
+
+
+class BatchKey:
+    """One batch: the key (in memory only) and the fixed DER around each file's wrapped key."""
+
+    def __init__(self, recipients: Sequence[Recipient]) -> None:
+        self._key = Secret(os.urandom(fmt.KEY_BYTES))
+        record = der.set_of([r.wrap(self._key) for r in recipients])
+        other = der.tlv(der.SEQUENCE, fmt.BATCH_KEY_TLV + record)
+        kekid = der.tlv(
+            der.SEQUENCE, der.tlv(der.OCTET_STRING, os.urandom(fmt.BATCH_ID_BYTES)) + other
+        )
+        body = (
+            der.integer(4)
+            + kekid
+            + fmt.AES256_WRAP_ALGORITHM
+            + der.header(der.OCTET_STRING, fmt.WRAPPED_KEY_BYTES)
+        )
+        self._prefix = der.header(der.CONTEXT_2_CONSTRUCTED, len(body) + fmt.WRAPPED_KEY_BYTES)
+        self._prefix += body
+        self.files = 0
+        self.started = time.monotonic()
+
+    def wrap(self, content_key: Secret) -> bytes:
+        """DER of this file's `kekri` RecipientInfo."""
+        self.files += 1
+        return self._prefix + keywrap.aes_key_wrap(self._key.reveal(), content_key.reveal())
+
+    def wipe(self) -> None:
+        self._key.wipe()
+
+
+class Batches:
+    """The current batch key of an encrypting process, renewed by count and age and whenever
+    the recipients change. Thread-safe: `run_batch` encrypts from several threads."""
+
+    def __init__(self, max_files: int = MAX_FILES, max_seconds: float = MAX_SECONDS) -> None:
+        self._max_files = max_files
+        self._max_seconds = max_seconds
+        self._lock = threading.Lock()
+        self._current: tuple[tuple[str, ...], BatchKey] | None = None
+
+    def wrap(self, recipients: Sequence[Recipient], content_key: Secret) -> bytes:
+        who = tuple(fingerprint(r.cert) for r in recipients)
+        with self._lock:
+            if self._current is not None:
+                owners, batch = self._current
+                fresh = time.monotonic() - batch.started < self._max_seconds
+                if owners == who and fresh and batch.files < self._max_files:
+                    return batch.wrap(content_key)
+                batch.wipe()
+            batch = BatchKey(recipients)
+            self._current = (who, batch)
+            return batch.wrap(content_key)
+
+    def close(self) -> None:
+        """Wipe the batch key; the next file starts a new batch."""
+        with self._lock:
+            if self._current is not None:
+                self._current[1].wipe()
+                self._current = None
+
+
+class BatchKeyCache:
+    """Batch keys unwrapped by one private key, by their record (thread-safe).
+
+    The record's DER is the cache key: equal bytes hold the same wrapped batch key, and a
+    record was fully parsed and unwrapped before it was cached.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[bytes, Secret] = {}
+
+    def content_key(
+        self,
+        batch: fmt.BatchEntry,
+        key: rsa.RSAPrivateKey,
+        name: str,
+        cert: x509.Certificate | None,
+    ) -> Secret | None:
+        """The file's content key through its batch key; None if `key` is not a recipient of
+        the batch key (then the file's own recipient infos are used)."""
+        with self._lock:
+            batch_key = self._keys.get(batch.record)
+        if batch_key is None:
+            ktri = matching_key_transport(batch.recipients(name), key, cert)
+            if ktri is None:
+                return None
+            batch_key = unwrap_key_transport(ktri, key, name)
+            with self._lock:
+                batch_key = self._keys.setdefault(batch.record, batch_key)
+        try:
+            return Secret(keywrap.aes_key_unwrap(batch_key.reveal(), batch.wrapped_key))
+        except keywrap.InvalidUnwrap:
+            raise AuthenticationError(
+                f"{name}: authentication failed: the batch-key recipient info was altered",
+                "no plaintext was kept; restore the file from a backup or replica",
+            ) from None
+
+    def wipe(self) -> None:
+        with self._lock:
+            for secret in self._keys.values():
+                secret.wipe()
+            self._keys.clear()
