@@ -5,10 +5,13 @@ per directory as a PACS lays them out) and a few large files, then measures on t
 
   copy+fsync        read each file, write a copy, fsync it (the I/O limit)
   imgvault encrypt  in place, as `imgvaultctl file encrypt`: temp file, fsync, rename, one
-                    directory fsync per directory; two RSA-4096 recipients (service, recovery);
-                    with --jobs 1 (one file at a time, like the copy) and --jobs N (default 4)
-  imgvault decrypt  in place, as `imgvaultctl file decrypt` (one RSA-4096 private-key
-                    operation per file)
+                    directory fsync per directory; two RSA-4096 recipients (service, recovery)
+                    and a batch key (one per run); with --jobs 1 (one file at a time, like the
+                    copy) and --jobs N (default 4)
+  imgvault decrypt  in place, as `imgvaultctl file decrypt --jobs N`: one RSA-4096 private-key
+                    operation for the batch key, then AES key unwrap per file; and, for
+                    comparison, files written without a batch key (format v1, or by OpenSSL):
+                    one RSA-4096 operation per file
   openssl cms       `openssl cms -encrypt -aes-256-gcm` (OAEP-SHA-256) per file, to a new file
   AES-256-GCM       one core: the engine's loop (cryptography, 1 MiB and 16 KiB updates) vs
                     `openssl speed -evp aes-256-gcm -bytes 16384`
@@ -32,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from imgvault.dicom.synthetic import SLICE_PIXELS, ct_slice
 from imgvault.filecrypt import inplace, stream
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.keystore import self_signed_certificate
 from imgvault.filecrypt.recipients import OAEP, Recipient, check_recipient
 from imgvault.filecrypt.stream import Key
@@ -151,32 +155,36 @@ def measure(
     files: list[Path],
     *,
     sample: list[Path],
-    keys: tuple[list[Recipient], Key, Path],
+    keys: tuple[list[Recipient], rsa.RSAPrivateKey, Path],
     jobs: int,
     rows: list[list[str]],
 ) -> tuple[float, float, float, float]:
     """Add the rows of one file set; return the ratios the targets are about."""
-    recipients, key, cert_file = keys
+    recipients, private_key, cert_file = keys
     copy = timed(files, copy_fsync)
     for p in files:
         p.with_suffix(".copy").unlink()
 
-    def encrypt(p: Path, d: set[str]) -> inplace.Outcome:
-        return inplace.encrypt_file(p, recipients, dirs_to_sync=d)
+    def encrypt(batches: Batches | None) -> Callable[[Path, set[str]], inplace.Outcome]:
+        return lambda p, d: inplace.encrypt_file(p, recipients, batches=batches, dirs_to_sync=d)
 
-    def decrypt(p: Path, d: set[str]) -> inplace.Outcome:
-        return inplace.decrypt_file(p, key, dirs_to_sync=d)
+    def decrypt(files: list[Path]) -> float:
+        key = Key(private_key, recipients[0].cert)  # a new command: nothing unwrapped yet
+        return batch(files, lambda p, d: inplace.decrypt_file(p, key, dirs_to_sync=d), jobs)
 
-    serial = batch(files, encrypt, 1)  # one file at a time, like the copy
-    batch(files, decrypt, jobs)
-    enc = batch(files, encrypt, jobs)
-    dec = batch(files, decrypt, jobs)
+    serial = batch(files, encrypt(Batches()), 1)  # one file at a time, like the copy
+    decrypt(files)
+    enc = batch(files, encrypt(Batches()), jobs)
+    dec = decrypt(files)
+    batch(files, encrypt(None), jobs)
+    dec_rsa = decrypt(files)
     ossl = timed(sample, openssl_cms(cert_file)) * len(files) / len(sample)
     rows += [
         row(f"{label}: copy+fsync", files, copy, None),
         row(f"{label}: imgvault encrypt --jobs 1", files, serial, copy),
         row(f"{label}: imgvault encrypt --jobs {jobs}", files, enc, copy),
         row(f"{label}: imgvault decrypt --jobs {jobs}", files, dec, copy),
+        row(f"{label}: ... without batch key", files, dec_rsa, copy),
         row(f"{label}: openssl cms -encrypt*", files, ossl, copy),
     ]
     return copy / serial, copy / enc, copy / dec, ossl / enc
@@ -212,14 +220,13 @@ def main() -> None:
     recipients: list[Recipient] = [check_recipient(c, "bench") for c in certs]
     cert_file = args.dir / "svc.pem"
     cert_file.write_bytes(certs[0].public_bytes(serialization.Encoding.PEM))
-    key = Key(service, certs[0])
 
     rows: list[list[str]] = []
     ratios = {}
     for label, files in (("small", small), ("large", large)):
         if files:
             sample = files[: args.openssl_sample] if label == "small" else files
-            keys = (recipients, key, cert_file)
+            keys = (recipients, service, cert_file)
             ratios[label] = measure(
                 label, files, sample=sample, keys=keys, jobs=args.jobs, rows=rows
             )
@@ -246,8 +253,9 @@ def main() -> None:
               f"openssl cms (>= 5x: {'met' if vs_ossl >= 5 else 'NOT met'})")  # fmt: skip
     unwraps = rsa_private_rate(service)
     cores = os.cpu_count() or 1
-    print(f"  decrypt ceiling: one RSA-4096 private-key operation per file, {unwraps:.0f}/s per "
-          f"core x {cores} cores = {unwraps * cores:.0f} files/s at most")  # fmt: skip
+    print(f"  without a batch key, decrypt needs one RSA-4096 private-key operation per file: "
+          f"{unwraps:.0f}/s per core x {cores} cores = {unwraps * cores:.0f} files/s "
+          "at most")  # fmt: skip
     print(f"  AES-GCM {ours_1m / theirs:.0%} of openssl speed (>= 70%: "
           f"{'met' if ours_1m / theirs >= 0.7 else 'NOT met'})")  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -141,6 +141,30 @@ def test_store_encrypt_inspect_verify_decrypt_rewrap_recover(
     assert len(json.loads(out)["removed"]) == 1
 
 
+def test_decrypt_a_whole_store_twice_with_one_batch_key(
+    state: Path, pki: dict[str, Party], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = state / "pacs"
+    (store / "a").mkdir(parents=True)
+    images = {store / "a" / f"{i}.dcm": os.urandom(100 + i) for i in range(6)}
+    for path, data in images.items():
+        path.write_bytes(data)
+    cert, key = str(pki["alice"].cert_pem), str(pki["alice"].key_pem)
+    assert ctl(capsys, "file", "encrypt", str(store), "--recipient", cert)[0] == 0
+    code, out, _ = ctl(capsys, "file", "inspect", str(store / "a" / "0.dcm"), "--json")
+    batch = json.loads(out)["batch_key"]
+    assert len(batch["id"]) == 32 and batch["recipients"] == [
+        "keyid " + pki["alice"].recipient.key_id.hex(":")
+    ]
+    code, out, _ = ctl(capsys, "file", "decrypt", str(store), "--key", key, "--json")
+    assert (code, json.loads(out)["counts"]) == (0, {"decrypted": 6})
+    assert {p: p.read_bytes() for p in images} == images
+    code, out, _ = ctl(capsys, "file", "decrypt", str(store), "--key", key)
+    assert (code, out.strip()) == (0, "6 not-encrypted; 0 failed")
+    code, _, err = ctl(capsys, "file", "decrypt", str(store), "--key", key, "-o", "x")
+    assert code == 1 and "exactly one encrypted file" in err
+
+
 def test_inspect_of_plaintext_is_a_clear_error(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

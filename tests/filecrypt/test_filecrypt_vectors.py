@@ -32,7 +32,7 @@ def _no_passphrase() -> Secret:
     raise AssertionError("the test key is not encrypted")
 
 
-@pytest.mark.parametrize("producer", ["imgvault", "openssl"])
+@pytest.mark.parametrize("producer", ["imgvault-v1", "imgvault-v2", "openssl"])
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_vector_decrypts(name: str, producer: str) -> None:
     path = VECTORS / f"{name}.{producer}.der"
@@ -46,18 +46,22 @@ def test_vector_decrypts(name: str, producer: str) -> None:
             sink,  # type: ignore[arg-type]
         )
     assert sink.h.hexdigest() == MANIFEST[name]["sha256"]
-    if producer == "imgvault":
-        assert info is not None and info.to_json() == MANIFEST[name]["file_info"]
+    if producer.startswith("imgvault"):
+        version = int(producer[-1])
+        assert info is not None
+        assert info.to_json() == dict(MANIFEST[name]["file_info"], format_version=version)
     else:
         assert info is None
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("name", sorted(MANIFEST))
-def test_openssl_decrypts_imgvault_vector(name: str, tmp_path: Path) -> None:
+def test_openssl_decrypts_imgvault_vector(name: str, version: int, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run(
         ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-recip", str(CERT),
-         "-inkey", str(KEY), "-in", str(VECTORS / f"{name}.imgvault.der"), "-out", str(out)],
+         "-inkey", str(KEY), "-in", str(VECTORS / f"{name}.imgvault-v{version}.der"),
+         "-out", str(out)],
         check=True,
     )  # fmt: skip
     assert hashlib.sha256(out.read_bytes()).hexdigest() == MANIFEST[name]["sha256"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fc_helpers import Party, decrypt_bytes
 
-from imgvault.filecrypt.inplace import TEMP_PREFIX, is_encrypted
+from imgvault.filecrypt.inplace import TEMP_PREFIX, inspect_file, is_encrypted
 from imgvault.filecrypt.stores import Store
 from imgvault.stores.watcher import StoreEvent, StoreWatcher
 
@@ -69,6 +69,8 @@ def test_files_written_renamed_or_moved_in_as_a_directory_are_encrypted(
         assert decrypt_bytes(path, pki["alice"]) == original
     assert sorted(e.path for e in events if e.action == "encrypted") == sorted(contents)
     assert not list(store.rglob(f"{TEMP_PREFIX}*"))
+    batches = {inspect_file(p)[0].batch for p in contents}  # one batch key for them all
+    assert len({b.record for b in batches if b is not None}) == 1 and None not in batches
 
 
 def test_a_file_still_open_in_another_process_waits_until_it_is_closed(

@@ -115,15 +115,13 @@ class BatchKeyCache:
     ) -> Secret | None:
         """The file's content key through its batch key; None if `key` is not a recipient of
         the batch key (then the file's own recipient infos are used)."""
-        with self._lock:
+        with self._lock:  # held while unwrapping: threads wait for one RSA operation
             batch_key = self._keys.get(batch.record)
-        if batch_key is None:
-            ktri = matching_key_transport(batch.recipients(name), key, cert)
-            if ktri is None:
-                return None
-            batch_key = unwrap_key_transport(ktri, key, name)
-            with self._lock:
-                batch_key = self._keys.setdefault(batch.record, batch_key)
+            if batch_key is None:
+                ktri = matching_key_transport(batch.recipients(name), key, cert)
+                if ktri is None:
+                    return None
+                batch_key = self._keys[batch.record] = unwrap_key_transport(ktri, key, name)
         try:
             return Secret(keywrap.aes_key_unwrap(batch_key.reveal(), batch.wrapped_key))
         except keywrap.InvalidUnwrap:

@@ -305,7 +305,8 @@ class Envelope:
             raise AuthenticationError(
                 f"{name}: authentication failed: the recorded file facts or recipient infos "
                 "were altered",
-                "no plaintext was kept; restore the file from a backup or replica",
+                "no plaintext was kept; restore the file from a backup or replica, or recover "
+                "its content with openssl cms -decrypt (docs/filecrypt-format.md)",
             )
         return entry.info
 

@@ -4,8 +4,10 @@
     .venv/bin/python tests/filecrypt/vectors/generate.py [--new-keys]
 
 TEST-ONLY keys: the private keys here are public and protect nothing. Each plaintext is
-encrypted by imgvault (NAME.imgvault.der) and by `openssl cms -encrypt` (NAME.openssl.der);
-vectors.json records the plaintext digests and the file facts imgvault stored.
+encrypted by imgvault in the current format, with a batch key (NAME.imgvault-v2.der), and by
+`openssl cms -encrypt` (NAME.openssl.der); vectors.json records the plaintext digests and the
+file facts imgvault stored. NAME.imgvault-v1.der were written by format version 1 (this
+script before 2026-11-25) and are kept, never regenerated: imgvault must go on reading them.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import stream
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.keystore import self_signed_certificate
 from imgvault.filecrypt.recipients import check_recipient, load_certificate
 from imgvault.system.run import run
@@ -58,8 +61,9 @@ def main() -> None:
         plain = HERE / f"{name}.plain"
         plain.write_bytes(data)
         info = fmt.FileInfo(size=len(data), **FACTS)
-        with plain.open("rb") as src, (HERE / f"{name}.imgvault.der").open("wb") as dst:
-            stream.encrypt(src, dst, info, [recipient])
+        out = HERE / f"{name}.imgvault-v{fmt.FORMAT_VERSION}.der"
+        with plain.open("rb") as src, out.open("wb") as dst:
+            stream.encrypt(src, dst, info, [recipient], Batches())
         run(
             ["openssl", "cms", "-encrypt", "-binary", "-aes-256-gcm", "-outform", "DER",
              "-recip", str(CERT), "-keyopt", "rsa_padding_mode:oaep",

@@ -227,6 +227,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     env, size = inplace.inspect_file(args.path)
     info = env.unverified_file_info
     rows = _recipient_rows(args, env)
+    batch = None
+    if env.batch is not None:
+        holders = [describe_rid(k.info) for k in env.batch.recipients(str(args.path))]
+        batch = {"id": env.batch.batch_id.hex(), "recipients": holders}
     document = {
         "path": str(args.path),
         "format": "CMS AuthEnvelopedData (DER)",
@@ -236,6 +240,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         "recipients": rows,
         "file_info": info.to_json() if info else None,
         "file_info_verified": False,
+        "batch_key": batch,
     }
     if args.json:
         print_json(document)
@@ -255,6 +260,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         for r in rows
     ]
     print(format_table(headers, table))
+    if batch is not None:
+        print(f"batch key {batch['id']}, wrapped for: {', '.join(batch['recipients'])}")
     return 0
 
 

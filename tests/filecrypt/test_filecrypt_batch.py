@@ -1,0 +1,204 @@
+"""Batch keys: one RSA private-key operation per batch of files, the files still standing alone
+(OpenSSL decrypts each with its own RSA recipient info), and no part of them alterable."""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms, core
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fc_helpers import Party, decrypt_bytes, encrypt_bytes
+from test_filecrypt_openssl import openssl_decrypt
+
+from imgvault.filecrypt import format as fmt
+from imgvault.filecrypt import inplace, stream
+from imgvault.filecrypt.batch import Batches, BatchKey
+from imgvault.filecrypt.errors import AuthenticationError, UnsupportedError
+from imgvault.filecrypt.recipients import Recipient
+from imgvault.filecrypt.stream import Key
+from imgvault.secret import Secret
+from imgvault.system.run import run
+
+
+class CountingKey:
+    """An RSA private key that counts its private-key operations."""
+
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        self.key = key
+        self.operations = 0
+
+    def decrypt(self, ciphertext: bytes, padding: object) -> bytes:
+        self.operations += 1
+        return self.key.decrypt(ciphertext, padding)  # type: ignore[arg-type]
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.key.public_key()
+
+
+def encrypt_files(
+    directory: Path, count: int, recipients: list[Recipient], batches: Batches | None
+) -> dict[Path, bytes]:
+    directory.mkdir(exist_ok=True)
+    files = {directory / f"{n}.dcm": os.urandom(1000 + n) for n in range(count)}
+    for path, data in files.items():
+        path.write_bytes(data)
+        inplace.encrypt_file(path, recipients, batches=batches)
+    return files
+
+
+def batch_record(path: Path) -> bytes | None:
+    env = inplace.inspect_file(path)[0]
+    return None if env.batch is None else env.batch.record
+
+
+def test_a_batch_of_files_needs_one_rsa_operation_to_decrypt(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    recipients = [pki["alice"].recipient, pki["bob"].recipient]
+    files = encrypt_files(tmp_path / "store", 20, recipients, Batches())
+    assert len({batch_record(p) for p in files}) == 1
+    counting = CountingKey(pki["bob"].key)
+    key = Key(counting, pki["bob"].recipient.cert)  # type: ignore[arg-type]
+    for _path, _, error in inplace.run_batch(
+        list(files), lambda p, d: inplace.decrypt_file(p, key, dirs_to_sync=d), jobs=4
+    ):
+        assert error is None, error
+    assert counting.operations == 1
+    assert all(path.read_bytes() == data for path, data in files.items())
+
+
+def test_without_a_batch_key_every_file_costs_an_rsa_operation(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    files = encrypt_files(tmp_path / "store", 5, [pki["alice"].recipient], None)
+    assert {batch_record(p) for p in files} == {None}
+    counting = CountingKey(pki["alice"].key)
+    key = Key(counting, pki["alice"].recipient.cert)  # type: ignore[arg-type]
+    for path in files:
+        inplace.decrypt_file(path, key)
+    assert counting.operations == 5
+
+
+def test_batches_are_renewed_by_count_age_and_recipients(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    alice, bob = pki["alice"].recipient, pki["bob"].recipient
+    by_count = encrypt_files(tmp_path / "count", 5, [alice], Batches(max_files=2))
+    assert len({batch_record(p) for p in by_count}) == 3
+    by_age = encrypt_files(tmp_path / "age", 3, [alice], Batches(max_seconds=0))
+    assert len({batch_record(p) for p in by_age}) == 3
+    batches = Batches()
+    first = encrypt_files(tmp_path / "a", 2, [alice], batches)
+    second = encrypt_files(tmp_path / "b", 2, [alice, bob], batches)
+    assert len({batch_record(p) for p in first}) == 1
+    assert len({batch_record(p) for p in [*first, *second]}) == 2
+    for path, data in second.items():  # bob is a recipient of the second batch key only
+        assert decrypt_bytes(path, pki["bob"]) == data
+
+
+def test_openssl_decrypts_batch_files_with_each_recipient(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    data = os.urandom(5000)
+    enc = encrypt_bytes(data, [pki["alice"].recipient, pki["bob"].recipient], tmp_path / "f")
+    assert inplace.inspect_file(enc)[0].batch is not None
+    assert openssl_decrypt(enc, pki["alice"], tmp_path / "a") == data
+    assert openssl_decrypt(enc, pki["bob"], tmp_path / "b", recip=False) == data
+
+
+def test_a_key_outside_the_batch_falls_back_to_its_own_recipient_info(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    """Not something imgvault writes (the batch key has the file's recipients), but what a
+    reader must do with such a file: use the file's ktri, which the MAC binds all the same."""
+    alice, bob = pki["alice"].recipient, pki["bob"].recipient
+    content_key = Secret(os.urandom(fmt.KEY_BYTES))
+    info = fmt.FileInfo(size=3, mode=0o600, uid=0, gid=0, mtime_ns=0)
+    infos = [bob.wrap(content_key), BatchKey([alice]).wrap(content_key)]
+    infos.append(fmt.file_info_recipient(info, content_key, infos))
+    nonce = os.urandom(fmt.NONCE_BYTES)
+    sealed = AESGCM(content_key.reveal()).encrypt(nonce, b"abc", None)
+    prefix, suffix = fmt.frame(infos, nonce, 3, b"")
+    enc = tmp_path / "f"
+    enc.write_bytes(prefix + sealed[:-16] + suffix + sealed[-16:])
+    assert decrypt_bytes(enc, pki["bob"]) == b"abc"
+    assert decrypt_bytes(enc, pki["alice"]) == b"abc"
+
+
+def test_a_batch_record_swapped_in_from_another_file_is_refused(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    """The MAC binds the kekri: another batch's record (same length) cannot be spliced in."""
+    first = encrypt_bytes(b"one", [pki["alice"].recipient], tmp_path / "a")
+    second = encrypt_bytes(b"two", [pki["alice"].recipient], tmp_path / "b")
+    a_entry, b_entry = (inplace.inspect_file(p)[0].batch for p in (first, second))
+    assert a_entry is not None and b_entry is not None
+    data = first.read_bytes()
+    assert data.count(a_entry.record) == 1 and len(a_entry.record) == len(b_entry.record)
+    first.write_bytes(data.replace(a_entry.record, b_entry.record))
+    with pytest.raises(AuthenticationError, match="altered"):
+        decrypt_bytes(first, pki["alice"])
+
+
+def test_a_kekri_imgvault_did_not_write_is_refused_clearly(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x" * 100)
+    enc = tmp_path / "enc"
+    run(
+        ["openssl", "cms", "-encrypt", "-binary", "-aes-256-gcm", "-outform", "DER",
+         "-secretkey", os.urandom(32).hex(), "-secretkeyid", "0102030405",
+         "-in", str(plain), "-out", str(enc)],
+        check=True,
+    )  # fmt: skip
+    with pytest.raises(UnsupportedError, match="kekri") as caught:
+        decrypt_bytes(enc, pki["alice"])
+    assert "openssl cms -decrypt -secretkey" in caught.value.hint
+
+
+def test_the_batch_kekri_matches_asn1crypto(pki: dict[str, Party]) -> None:
+    """Hand-framed DER, checked against asn1crypto's own encoding of the same values."""
+    content_key = Secret(os.urandom(fmt.KEY_BYTES))
+    kekri_der = BatchKey([pki["alice"].recipient, pki["bob"].recipient]).wrap(content_key)
+    parsed = cms.RecipientInfo.load(kekri_der, strict=True)
+    assert parsed.name == "kekri"
+    kekri = parsed.chosen
+    record = kekri["kekid"]["other"]["key_attr"].dump()
+    rebuilt = cms.RecipientInfo(
+        name="kekri",
+        value=cms.KEKRecipientInfo(
+            {
+                "version": "v4",
+                "kekid": {
+                    "key_identifier": kekri["kekid"]["key_identifier"].native,
+                    "other": {"key_attr_id": fmt.OID_BATCH_KEY, "key_attr": core.Any.load(record)},
+                },
+                "key_encryption_algorithm": {"algorithm": "aes256_wrap"},
+                "encrypted_key": kekri["encrypted_key"].native,
+            }
+        ),
+    )
+    assert rebuilt.dump() == kekri_der
+    holders = cms.RecipientInfos.load(record, strict=True)
+    assert [h.name for h in holders] == ["ktri", "ktri"]
+
+
+def test_rewrap_gives_files_a_new_batch_for_the_new_recipients(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    files = encrypt_files(tmp_path / "s", 3, [pki["alice"].recipient], Batches())
+    batches = Batches()
+    for path in files:
+        inplace.rewrap_file(path, pki["alice"].as_key, [pki["bob"].recipient], batches=batches)
+    assert len({batch_record(p) for p in files}) == 1
+    counting = CountingKey(pki["bob"].key)
+    key = Key(counting, pki["bob"].recipient.cert)  # type: ignore[arg-type]
+    for path, data in files.items():
+        out = io.BytesIO()
+        with path.open("rb") as f:
+            stream.decrypt(f, path.stat().st_size, str(path), key, out)  # type: ignore[arg-type]
+        assert out.getvalue() == data
+    assert counting.operations == 1
