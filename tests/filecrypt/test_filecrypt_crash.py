@@ -16,6 +16,7 @@ from pathlib import Path
 from fc_helpers import Party
 
 from imgvault.filecrypt import inplace, stream
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.errors import NoMatchingRecipientError, NotEncryptedError
 
 TRIALS = 240
@@ -23,20 +24,24 @@ FILES = 6
 
 
 def _child(paths: list[Path], work: str, pki: dict[str, Party]) -> None:
-    """encrypt: one file after the other; encrypt-batch and rewrap: as the CLI runs them,
-    four files in flight and the directory fsynced at the end."""
+    """encrypt: one file after the other (as imgvaultd does); encrypt-batch and rewrap: as the
+    CLI runs them, four files in flight and the directory fsynced at the end. All with a batch
+    key, as both write files."""
     code = 1
+    batches = Batches()
     try:
         if work == "encrypt":
             for path in paths:
-                inplace.encrypt_file(path, [pki["alice"].recipient])
+                inplace.encrypt_file(path, [pki["alice"].recipient], batches=batches)
         else:
 
             def operation(path: Path, dirs: set[str]) -> inplace.Outcome:
                 if work == "rewrap":
                     key, new = pki["alice"].as_key, [pki["bob"].recipient]
-                    return inplace.rewrap_file(path, key, new, dirs_to_sync=dirs)
-                return inplace.encrypt_file(path, [pki["alice"].recipient], dirs_to_sync=dirs)
+                    return inplace.rewrap_file(path, key, new, batches=batches, dirs_to_sync=dirs)
+                return inplace.encrypt_file(
+                    path, [pki["alice"].recipient], batches=batches, dirs_to_sync=dirs
+                )
 
             for _, _, error in inplace.run_batch(paths, operation, jobs=4):
                 assert error is None

@@ -24,7 +24,6 @@ from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt.errors import AuthenticationError
 from imgvault.filecrypt.recipients import (
     Recipient,
-    fingerprint,
     matching_key_transport,
     unwrap_key_transport,
 )
@@ -72,10 +71,10 @@ class Batches:
         self._max_files = max_files
         self._max_seconds = max_seconds
         self._lock = threading.Lock()
-        self._current: tuple[tuple[str, ...], BatchKey] | None = None
+        self._current: tuple[tuple[Recipient, ...], BatchKey] | None = None
 
     def wrap(self, recipients: Sequence[Recipient], content_key: Secret) -> bytes:
-        who = tuple(fingerprint(r.cert) for r in recipients)
+        who = tuple(recipients)  # compared by name and certificate
         with self._lock:
             if self._current is not None:
                 owners, batch = self._current

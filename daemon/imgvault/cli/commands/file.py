@@ -30,8 +30,10 @@ File-level encryption of image stores. Each file becomes a DER CMS AuthEnveloped
 (AES-256-GCM content, RSA-OAEP-SHA-256 recipients) that stock OpenSSL decrypts:
   openssl cms -decrypt -binary -inform DER -recip CERT.pem -inkey KEY.pem -in FILE -out OUT
 See docs/filecrypt-format.md. In-place operations are crash-safe (temporary file, fsync,
-rename); after a crash, `file recover` removes leftover temporary files. Encrypting twice
-changes nothing. Keys are names from `imgvaultctl key list` or certificate/key file paths.
+rename); after a crash, `file recover` removes leftover temporary files. Encrypting or
+decrypting twice changes nothing. Files encrypted by one command share a batch key, so
+decrypting them needs one RSA private-key operation, not one per file. Keys are names from
+`imgvaultctl key list` or certificate/key file paths.
 
 examples:
   imgvaultctl file store add pacs --root /srv/pacs --recipient pacs-service --recipient recovery
