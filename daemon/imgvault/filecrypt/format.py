@@ -409,8 +409,8 @@ class _Infos:
 
 def _recipients(raw: bytes, r: der.Reader, size: int) -> tuple[_Infos, bytes]:
     """Key-transport recipients, the batch key and the file-info record, and the DER of every
-    info but the last (what a version-2 file-info MAC covers). Any other kind is refused, so
-    that damage to a recipient info cannot pass as "a recipient we do not use"."""
+    info but the file-info record (what its version-2 MAC covers). Any other kind is refused,
+    so that damage to a recipient info cannot pass as "a recipient we do not use"."""
     found = _Infos([])
     others: list[bytes] = []
     try:

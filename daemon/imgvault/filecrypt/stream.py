@@ -67,7 +67,7 @@ def encrypt(
     batches: Batches | None = None,
 ) -> None:
     """Write the encryption of exactly `info.size` bytes of `src` to `dst`; with `batches`,
-    the content key is also wrapped with the current batch key (module batch)."""
+    the content key is also wrapped with the current batch key (see filecrypt.batch)."""
     content_key = Secret(os.urandom(fmt.KEY_BYTES))
     nonce = os.urandom(fmt.NONCE_BYTES)
     try:
