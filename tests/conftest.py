@@ -1,8 +1,9 @@
 """Test tiers (see README, "Tests"): unmarked tests are unit tests and need nothing special;
-`loop` tests need root, cryptsetup and loop devices; `vm` tests need device-mapper and run only
-inside the User-Mode Linux guest booted by scripts/vm-test; `qemu` tests need emulated NVMe and
-SATA controllers and run only inside the QEMU guest booted by scripts/qemu-test. A tier whose
-needs are missing fails, never skips, so CI cannot pass on a tier that did not run."""
+`loop` tests need root, cryptsetup and loop devices (some mount a small tmpfs); `vm` tests
+need device-mapper and run only inside the User-Mode Linux guest booted by scripts/vm-test;
+`qemu` tests need emulated NVMe and SATA controllers and run only inside the QEMU guest
+booted by scripts/qemu-test. A tier whose needs are missing fails, never skips, so CI cannot
+pass on a tier that did not run."""
 
 import json
 import os
