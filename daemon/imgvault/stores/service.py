@@ -1,11 +1,15 @@
-"""The stores part of imgvaultd: one watcher per registered store, each reporting to the log.
+"""The stores part of imgvaultd: one watcher per registered store, each reporting to the log
+and counted for `imgvaultctl daemon status`.
 
 A store whose root is missing (volume not unlocked yet) or whose recipients cannot be loaded is
-reported and skipped; the others are still protected.
+reported and skipped; the others are still protected. `start_registered` can be called again
+(`imgvaultctl daemon rescan`) to pick up stores that became available since.
 """
 
 import logging
-from collections.abc import Callable
+import threading
+from collections import Counter
+from typing import Any
 
 from imgvault.errors import ImgvaultError
 from imgvault.filecrypt.keystore import KeyStore
@@ -21,25 +25,70 @@ def log_event(event: StoreEvent) -> None:
     log.log(level, "store %s: %s %s%s", event.store, event.action, event.path, detail)
 
 
-def start_watchers(
-    report: Callable[[StoreEvent], None] = log_event, *, settle_seconds: float = 2.0
-) -> tuple[list[StoreWatcher], list[str]]:
-    """Start a watcher for every registered store; returns them and one problem per store that
-    could not be watched."""
-    keystore = KeyStore()
-    watchers: list[StoreWatcher] = []
-    problems: list[str] = []
-    for store in StoreRegistry().stores().values():
-        try:
-            recipients = [keystore.recipient(name) for name in store.recipients]
-            watcher = StoreWatcher(store, recipients, report, settle_seconds=settle_seconds)
-            watcher.start()
-        except ImgvaultError as error:
-            problems.append(f"store {store.name}: {error}")
-            log.error("store %s not watched: %s", store.name, error)
-            continue
-        log.info(
-            "store %s: watching %s for %s", store.name, store.root, ", ".join(store.recipients)
-        )
-        watchers.append(watcher)
-    return watchers, problems
+class StoreService:
+    """The watchers of the registered stores, what each did, and why others are not watched."""
+
+    def __init__(self, *, settle_seconds: float = 2.0) -> None:
+        self.settle_seconds = settle_seconds
+        self.watchers: dict[str, StoreWatcher] = {}
+        self.problems: dict[str, str] = {}
+        self._counts: dict[str, Counter[str]] = {}
+        self._lock = threading.Lock()
+
+    def _report(self, event: StoreEvent) -> None:
+        log_event(event)
+        with self._lock:
+            self._counts.setdefault(event.store, Counter())[event.action] += 1
+
+    def start_registered(self) -> list[str]:
+        """Start a watcher for every registered store not watched yet; the names started."""
+        keystore = KeyStore()
+        started = []
+        for store in StoreRegistry().stores().values():
+            if store.name in self.watchers:
+                continue
+            try:
+                recipients = [keystore.recipient(name) for name in store.recipients]
+                watcher = StoreWatcher(
+                    store, recipients, self._report, settle_seconds=self.settle_seconds
+                )
+                watcher.start()
+            except ImgvaultError as error:
+                self.problems[store.name] = str(error)
+                log.error("store %s not watched: %s", store.name, error)
+                continue
+            self.problems.pop(store.name, None)
+            self.watchers[store.name] = watcher
+            started.append(store.name)
+            log.info(
+                "store %s: watching %s for %s",
+                store.name,
+                store.root,
+                ", ".join(store.recipients),
+            )
+        return started
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            counts = {name: dict(c) for name, c in self._counts.items()}
+        rows: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "root": str(watcher.store.root),
+                "watching": True,
+                "pending": watcher.pending,
+                "events": counts.get(name, {}),
+                "problem": None,
+            }
+            for name, watcher in self.watchers.items()
+        ]
+        rows += [
+            {"name": name, "root": None, "watching": False, "pending": 0, "events": {},
+             "problem": problem}
+            for name, problem in self.problems.items()
+        ]  # fmt: skip
+        return sorted(rows, key=lambda row: str(row["name"]))
+
+    def stop(self) -> None:
+        for watcher in self.watchers.values():
+            watcher.stop()

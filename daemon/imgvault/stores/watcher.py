@@ -142,6 +142,12 @@ class StoreWatcher:
                     self._due[path] = due
             self._lock.notify_all()
 
+    @property
+    def pending(self) -> int:
+        """Files waiting to settle or being encrypted now."""
+        with self._lock:
+            return len(self._due) + (1 if self._busy else 0)
+
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is queued or being encrypted and no event came for a settle time
         (inotify events arrive a little after the writes: demo and tests)."""
