@@ -91,8 +91,11 @@ def test_keeps_registered_stores_encrypted_and_reports_unwatchable_ones(
         (tmp_path / "not-mounted").mkdir()  # its volume was unlocked: ask the daemon to look
         rescan = ctl_json(capsys, "daemon", "rescan")
         assert rescan == {"started": ["unmounted"], "not_watched": {}}
-        stores = {s["name"]: s for s in ctl_json(capsys, "daemon", "status")["stores"]}
-        assert stores["unmounted"]["watching"]
+        service = ctl_json(capsys, "status")["service"]
+        assert service["reachable"] and {s["name"] for s in service["stores"]} == {
+            "demo", "unmounted"
+        }  # fmt: skip
+        assert all(s["watching"] for s in service["stores"])
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     with image.open("rb") as f:

@@ -6,6 +6,7 @@ from typing import Any
 from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.output import format_table, print_json
 from imgvault.control import client, protocol
+from imgvault.errors import ImgvaultError
 
 HELP = f"""\
 Ask the running imgvaultd (systemctl status imgvaultd) what it is doing, over its control
@@ -23,6 +24,30 @@ examples:
   imgvaultctl volume unlock pacs && imgvaultctl daemon rescan
   imgvaultctl daemon status --json | jq '.stores[] | select(.watching | not)'
 """
+
+
+def service_report() -> dict[str, Any]:
+    """The daemon's status, or why it cannot be had (for `imgvaultctl status`)."""
+    try:
+        status: dict[str, Any] = client.call("status")
+    except ImgvaultError as error:
+        return {"reachable": False, "error": error.message, "hint": error.hint}
+    return {"reachable": True, **status}
+
+
+def service_summary(report: dict[str, Any]) -> str:
+    """One line (two when unreachable) on the daemon, for `imgvaultctl status`."""
+    if not report["reachable"]:
+        return f"service: {report['error']}\n  hint: {report['hint']}"
+    stores = report["stores"]
+    line = (
+        f"imgvaultd {report['version']} (pid {report['pid']}): watching "
+        f"{sum(s['watching'] for s in stores)} of {len(stores)} store(s)"
+    )
+    missing = [s["name"] for s in stores if not s["watching"]]
+    if missing:
+        line += f"; NOT watched: {', '.join(missing)} (imgvaultctl daemon status)"
+    return line
 
 
 def _events(counts: dict[str, int]) -> str:

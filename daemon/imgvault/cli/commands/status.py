@@ -4,6 +4,7 @@ import argparse
 
 from imgvault import __version__
 from imgvault.cli.commands import Subparsers, add_command
+from imgvault.cli.commands.daemon import service_report, service_summary
 from imgvault.cli.commands.drive import format_drive_table
 from imgvault.cli.output import format_table, human_size, print_json
 from imgvault.devices.drives import list_drives
@@ -22,6 +23,8 @@ interrupted) is listed with the command that fixes it (--json: "compliance" per 
 Then every physical drive: its self-encryption (SED kind: Opal 2, Opal 1, Enterprise, Pyrite,
 none, unknown), whether locking is enabled, locked, the MBR shadow, SMART health, and policy
 warnings (see `imgvaultctl drive --help`). Each drive query is bounded by a timeout.
+Last, whether imgvaultd runs and which image stores it keeps encrypted (--json: "service";
+details: `imgvaultctl daemon status`).
 
 Run as root: reading LUKS headers and querying drives need it. Without root, both show as
 "unknown".
@@ -59,6 +62,7 @@ def run_status(args: argparse.Namespace) -> int:
         compliance = ComplianceCheck()
         findings = {path: compliance.check(header, path) for path, header in encrypted}
     drives = list_drives(smart_timeout=STATUS_SMART_TIMEOUT)
+    service = service_report()
     if args.json:
         print_json(
             {
@@ -68,6 +72,7 @@ def run_status(args: argparse.Namespace) -> int:
                     for d in devices
                 ],
                 "drives": [d.to_json() for d in drives],
+                "service": service,
             }
         )
         return 0
@@ -77,6 +82,8 @@ def run_status(args: argparse.Namespace) -> int:
     if drives:
         print()
         print(format_drive_table(drives))
+    print()
+    print(service_summary(service))
     return 0
 
 
