@@ -3,6 +3,7 @@
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ from asn1crypto import cms, core
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fc_helpers import Party, decrypt_bytes, encrypt_bytes
-from test_filecrypt_openssl import openssl_decrypt
+from test_filecrypt_openssl import openssl_decrypt, openssl_encrypt
 
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import inplace, stream
 from imgvault.filecrypt.batch import Batches, BatchKey
-from imgvault.filecrypt.errors import AuthenticationError, UnsupportedError
+from imgvault.filecrypt.errors import AuthenticationError, MalformedError, UnsupportedError
 from imgvault.filecrypt.recipients import Recipient
 from imgvault.filecrypt.stream import Key
 from imgvault.secret import Secret
@@ -51,6 +52,23 @@ def encrypt_files(
 def batch_record(path: Path) -> bytes | None:
     env = inplace.inspect_file(path)[0]
     return None if env.batch is None else env.batch.record
+
+
+def _crafted(
+    path: Path, infos_for: Callable[[Secret, Secret], list[bytes]], facts: bool = True
+) -> Path:
+    """A file whose content is under key one, with the recipient infos `infos_for(one, two)`
+    plus (if `facts`) a version-2 file-info record MACed under key one."""
+    one, two = Secret(os.urandom(fmt.KEY_BYTES)), Secret(os.urandom(fmt.KEY_BYTES))
+    infos = infos_for(one, two)
+    if facts:
+        info = fmt.FileInfo(size=3, mode=0o600, uid=0, gid=0, mtime_ns=0)
+        infos.append(fmt.file_info_recipient(info, one, infos))
+    nonce = os.urandom(fmt.NONCE_BYTES)
+    sealed = AESGCM(one.reveal()).encrypt(nonce, b"abc", None)
+    prefix, suffix = fmt.frame(infos, nonce, 3, b"")
+    path.write_bytes(prefix + sealed[:-16] + suffix + sealed[-16:])
+    return path
 
 
 def test_a_batch_of_files_needs_one_rsa_operation_to_decrypt(
@@ -114,15 +132,7 @@ def test_a_key_outside_the_batch_falls_back_to_its_own_recipient_info(
     """Not something imgvault writes (the batch key has the file's recipients), but what a
     reader must do with such a file: use the file's ktri, which the MAC binds all the same."""
     alice, bob = pki["alice"].recipient, pki["bob"].recipient
-    content_key = Secret(os.urandom(fmt.KEY_BYTES))
-    info = fmt.FileInfo(size=3, mode=0o600, uid=0, gid=0, mtime_ns=0)
-    infos = [bob.wrap(content_key), BatchKey([alice]).wrap(content_key)]
-    infos.append(fmt.file_info_recipient(info, content_key, infos))
-    nonce = os.urandom(fmt.NONCE_BYTES)
-    sealed = AESGCM(content_key.reveal()).encrypt(nonce, b"abc", None)
-    prefix, suffix = fmt.frame(infos, nonce, 3, b"")
-    enc = tmp_path / "f"
-    enc.write_bytes(prefix + sealed[:-16] + suffix + sealed[-16:])
+    enc = _crafted(tmp_path / "f", lambda one, _: [bob.wrap(one), BatchKey([alice]).wrap(one)])
     assert decrypt_bytes(enc, pki["bob"]) == b"abc"
     assert decrypt_bytes(enc, pki["alice"]) == b"abc"
 
@@ -202,3 +212,40 @@ def test_rewrap_gives_files_a_new_batch_for_the_new_recipients(
             stream.decrypt(f, path.stat().st_size, str(path), key, out)  # type: ignore[arg-type]
         assert out.getvalue() == data
     assert counting.operations == 1
+
+
+def test_verify_catches_a_kekri_and_ktri_holding_different_keys(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    """AES-GCM does not commit to its key: someone holding only the certificates could craft a
+    file that decrypts to different bytes through the kekri (imgvault) and the ktri (OpenSSL).
+    `file verify` compares the two; decrypt (one RSA operation per batch) does not."""
+    alice = pki["alice"].recipient
+    enc = _crafted(tmp_path / "f", lambda one, two: [alice.wrap(two), BatchKey([alice]).wrap(one)])
+    assert decrypt_bytes(enc, pki["alice"]) == b"abc"
+    with pytest.raises(AuthenticationError, match="different content keys"):
+        inplace.verify_file(enc, pki["alice"].as_key)
+    honest = encrypt_bytes(b"abc", [alice], tmp_path / "g")
+    inplace.verify_file(honest, pki["alice"].as_key)
+
+
+def test_a_kekri_without_version_2_facts_is_refused(pki: dict[str, Party], tmp_path: Path) -> None:
+    """Only the version-2 MAC binds a kekri: without it the file is refused, not trusted."""
+    alice = pki["alice"].recipient
+    enc = _crafted(
+        tmp_path / "f", lambda one, _: [alice.wrap(one), BatchKey([alice]).wrap(one)], facts=False
+    )
+    with pytest.raises(MalformedError, match="without a version-2 file-info record"):
+        decrypt_bytes(enc, pki["alice"])
+
+
+def test_rewrap_of_a_file_without_facts_adds_no_batch_key(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    """An OpenSSL-made file has no file-info record, so its rewrap gets no kekri either."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"from openssl")
+    enc = openssl_encrypt(plain, [pki["alice"]], tmp_path / "enc")
+    inplace.rewrap_file(enc, pki["alice"].as_key, [pki["bob"].recipient], batches=Batches())
+    assert inplace.inspect_file(enc)[0].batch is None
+    assert decrypt_bytes(enc, pki["bob"]) == b"from openssl"

@@ -161,6 +161,9 @@ def test_decrypt_a_whole_store_twice_with_one_batch_key(
     assert {p: p.read_bytes() for p in images} == images
     code, out, _ = ctl(capsys, "file", "decrypt", str(store), "--key", key)
     assert (code, out.strip()) == (0, "6 not-encrypted; 0 failed")
+    named = str(store / "a" / "0.dcm")  # named, not found in a directory: an error
+    code, out, err = ctl(capsys, "file", "decrypt", named, "--key", key)
+    assert code == 1 and "not an encrypted file" in err and out.strip() == "nothing done; 1 failed"
     code, _, err = ctl(capsys, "file", "decrypt", str(store), "--key", key, "-o", "x")
     assert code == 1 and "exactly one encrypted file" in err
 

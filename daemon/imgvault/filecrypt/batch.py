@@ -1,15 +1,17 @@
 """Batch keys: one RSA private-key operation per batch of files instead of one per file.
 
-An encrypting run (a `file encrypt` command, or an hour of `imgvaultd`) draws a random 256-bit
-batch key, wraps it once for each recipient certificate, and puts into every file, beside the
-usual RSA recipient infos, a `kekri` holding that file's content key wrapped with the batch key
-(AES key wrap) and the batch key's own wrapped copies. A decryptor unwraps the batch key with
-RSA once and keeps it for every later file of the batch. Encrypting still needs certificates
-only; the batch key exists in clear only in the memory of the run that drew it (and of a
-decryptor holding a recipient's private key), and is renewed every `MAX_FILES` files or
-`MAX_SECONDS`. docs/filecrypt-format.md has the layout and the reasoning.
+An encrypting run (a `file encrypt` command, or ten minutes of `imgvaultd`) draws a random
+256-bit batch key, wraps it once for each recipient certificate, and puts into every file,
+beside the usual RSA recipient infos, a `kekri` holding that file's content key wrapped with
+the batch key (AES key wrap) and the batch key's own wrapped copies. A decryptor unwraps the
+batch key with RSA once and keeps it for every later file of the batch. Encrypting still needs
+certificates only; the batch key exists in clear only in the memory of the run that drew it
+(and of a decryptor holding a recipient's private key), and is renewed every `MAX_FILES` files
+or `MAX_SECONDS` (ten minutes), which bounds what one copy of that memory exposes.
+docs/filecrypt-format.md has the layout and the reasoning.
 """
 
+import hashlib
 import os
 import threading
 import time
@@ -30,7 +32,7 @@ from imgvault.filecrypt.recipients import (
 from imgvault.secret import Secret
 
 MAX_FILES = 10_000
-MAX_SECONDS = 3600.0
+MAX_SECONDS = 600.0
 
 
 class BatchKey:
@@ -97,8 +99,8 @@ class Batches:
 class BatchKeyCache:
     """Batch keys unwrapped by one private key, by their record (thread-safe).
 
-    The record's DER is the cache key: equal bytes hold the same wrapped batch key, and a
-    record was fully parsed and unwrapped before it was cached.
+    The SHA-256 of the record's DER is the cache key: equal bytes hold the same wrapped batch
+    key, and a record was fully parsed and unwrapped before it was cached.
     """
 
     def __init__(self) -> None:
@@ -114,19 +116,22 @@ class BatchKeyCache:
     ) -> Secret | None:
         """The file's content key through its batch key; None if `key` is not a recipient of
         the batch key (then the file's own recipient infos are used)."""
+        record_id = hashlib.sha256(batch.record).digest()
         with self._lock:  # held while unwrapping: threads wait for one RSA operation
-            batch_key = self._keys.get(batch.record)
+            batch_key = self._keys.get(record_id)
             if batch_key is None:
                 ktri = matching_key_transport(batch.recipients(name), key, cert)
                 if ktri is None:
                     return None
-                batch_key = self._keys[batch.record] = unwrap_key_transport(ktri, key, name)
+                batch_key = unwrap_key_transport(ktri, key, name, "batch key")
+                self._keys[record_id] = batch_key
         try:
             return Secret(keywrap.aes_key_unwrap(batch_key.reveal(), batch.wrapped_key))
         except keywrap.InvalidUnwrap:
             raise AuthenticationError(
                 f"{name}: authentication failed: the batch-key recipient info was altered",
-                "no plaintext was kept; restore the file from a backup or replica",
+                "no plaintext was kept; restore the file from a backup or replica, or recover "
+                "its content with openssl cms -decrypt (docs/filecrypt-format.md)",
             ) from None
 
     def wipe(self) -> None:

@@ -445,6 +445,10 @@ def _recipients(raw: bytes, r: der.Reader, size: int) -> tuple[_Infos, bytes]:
         raise r.broken(f"recipient infos do not parse: {error}") from None
     if found.file_info is not None and found.file_info.info.size != size:
         raise r.broken("the recorded size differs from the content length")
+    if found.batch is not None and (found.file_info is None or found.file_info.info.version < 2):
+        # Only a version-2 MAC binds the kekri to the facts and the other infos (imgvault never
+        # writes one without it).
+        raise r.broken("a batch-key recipient info without a version-2 file-info record")
     return found, b"".join(others)
 
 

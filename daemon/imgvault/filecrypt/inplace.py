@@ -36,7 +36,7 @@ TEMP_NAME = re.compile(r"\.imgvault-tmp\.[0-9a-f]{16}")
 @dataclass(frozen=True)
 class Outcome:
     path: Path
-    action: str  # encrypted, already-encrypted, decrypted, not-encrypted, rewrapped, verified
+    action: str  # encrypted, already-encrypted, decrypted, not-encrypted, rewrapped
     size_before: int
     size_after: int
 
@@ -167,13 +167,12 @@ def _replace(
     path: Path,
     root: Path | None,
     produce: Callable[[io.BufferedReader, os.stat_result, BinaryIO], _Attributes | None],
-    action: tuple[str, str],
+    action: str,
     dirs_to_sync: set[str] | None,
 ) -> Outcome:
     """Run `produce(original, stat, temporary)` and rename the result over `path`.
 
-    `produce` returns the new file's attributes, or None to leave the file as it is; `action`
-    names the two outcomes (done, left as it was).
+    `produce` returns the new file's attributes, or None to leave the file as it is.
     With `dirs_to_sync`, the directory fsync is left to the caller (one per directory).
     """
     with _io_errors(path), _directory(path, root) as directory:
@@ -181,7 +180,7 @@ def _replace(
         with src, _temporary(directory, path) as (out, temp):
             attrs = produce(src, st, out)
             if attrs is None:
-                return Outcome(path, action[1], st.st_size, st.st_size)
+                return Outcome(path, "already-encrypted", st.st_size, st.st_size)
             _finish(out, attrs, path)
             now = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
             if (now.st_ino, now.st_size, now.st_mtime_ns) != (
@@ -199,7 +198,7 @@ def _replace(
             os.fsync(directory)
         else:
             dirs_to_sync.add(str(path.parent))
-    return Outcome(path, action[0], st.st_size, size_after)
+    return Outcome(path, action, st.st_size, size_after)
 
 
 def run_batch(
@@ -265,23 +264,19 @@ def encrypt_file(
         stream.encrypt(src, out, info, recipients, batches)
         return _Attributes(mode, st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
 
-    return _replace(path, root, produce, ("encrypted", "already-encrypted"), dirs_to_sync)
+    return _replace(path, root, produce, "encrypted", dirs_to_sync)
 
 
 def decrypt_file(
     path: Path, key: Key, *, root: Path | None = None, dirs_to_sync: set[str] | None = None
 ) -> Outcome:
-    """Restore `path` in place to its plaintext, mode, owner and mtime; a file that is not
-    encrypted at all is left as it is (so decrypting a store twice changes nothing)."""
+    """Restore `path` in place to its plaintext, mode, owner and mtime."""
 
-    def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes | None:
-        try:
-            _, info = stream.decrypt(src, st.st_size, str(path), key, out)
-        except NotEncryptedError:
-            return None
+    def produce(src: io.BufferedReader, st: os.stat_result, out: BinaryIO) -> _Attributes:
+        _, info = stream.decrypt(src, st.st_size, str(path), key, out)
         return _restored(info, st)
 
-    return _replace(path, root, produce, ("decrypted", "not-encrypted"), dirs_to_sync)
+    return _replace(path, root, produce, "decrypted", dirs_to_sync)
 
 
 def _restored(info: fmt.FileInfo | None, st: os.stat_result) -> _Attributes:
@@ -309,7 +304,7 @@ def rewrap_file(
             stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns
         )
 
-    return _replace(path, root, produce, ("rewrapped", "not-encrypted"), dirs_to_sync)
+    return _replace(path, root, produce, "rewrapped", dirs_to_sync)
 
 
 def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
@@ -341,11 +336,12 @@ def decrypt_to(path: Path, key: Key, output: Path) -> Outcome:
 
 
 def verify_file(path: Path, key: Key) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
-    """Decrypt without writing anything: proves the key works and the file is intact."""
+    """Decrypt without writing anything: proves the key works, the file is intact, and the
+    key's certificate recipient info (what OpenSSL uses) holds the same key as the batch's."""
     with _directory(path, None) as directory:
         src, st = _open_regular(directory, path)
     with src:
-        return stream.decrypt(src, st.st_size, str(path), key, None)
+        return stream.decrypt(src, st.st_size, str(path), key, None, check_recipients=True)
 
 
 def check_file(path: Path, *, root: Path | None = None) -> Outcome:

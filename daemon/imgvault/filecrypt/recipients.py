@@ -196,18 +196,20 @@ def matching_key_transport(
     return None
 
 
-def unwrap_key_transport(ktri: fmt.KeyTransport, key: rsa.RSAPrivateKey, name: str) -> Secret:
-    """The 256-bit key that `ktri` holds for `key` (a content key, or a batch key)."""
+def unwrap_key_transport(
+    ktri: fmt.KeyTransport, key: rsa.RSAPrivateKey, name: str, what: str = "content key"
+) -> Secret:
+    """The 256-bit key (`what`: content key or batch key) that `ktri` holds for `key`."""
     fmt.check_key_encryption(ktri, name)
     try:
         unwrapped = key.decrypt(bytes(ktri.info["encrypted_key"].native), OAEP)
     except ValueError:
         raise WrongKeyError(
-            f"{name}: the key matches a recipient but cannot unwrap the content key",
+            f"{name}: the key matches a recipient but cannot unwrap the {what}",
             "the recipient info is damaged, or the key is not the one it names",
         ) from None
     if len(unwrapped) != fmt.KEY_BYTES:
-        raise WrongKeyError(f"{name}: unwrapped a {len(unwrapped)}-byte content key")
+        raise WrongKeyError(f"{name}: unwrapped a {len(unwrapped)}-byte {what}")
     return Secret(unwrapped)
 
 

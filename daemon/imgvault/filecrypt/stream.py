@@ -6,6 +6,7 @@ return means every byte written is authentic, and an exception means none may be
 """
 
 import dataclasses
+import hmac
 import io
 import os
 import threading
@@ -20,7 +21,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt.batch import Batches, BatchKeyCache
 from imgvault.filecrypt.errors import AuthenticationError, FilecryptError, MalformedError
-from imgvault.filecrypt.recipients import Recipient, unwrap
+from imgvault.filecrypt.recipients import (
+    Recipient,
+    matching_key_transport,
+    unwrap,
+    unwrap_key_transport,
+)
 from imgvault.secret import Secret
 
 CHUNK = 1 << 20
@@ -48,13 +54,15 @@ def _recipient_infos(
     batches: Batches | None,
     info: fmt.FileInfo | None,
 ) -> list[bytes]:
-    """One `ktri` per recipient, the batch key's `kekri`, and the file facts bound to them."""
+    """One `ktri` per recipient, the batch key's `kekri`, and the file facts bound to them.
+    Without facts (rewrap of a file another CMS producer wrote) there is no `kekri` either:
+    only the file-info MAC binds it."""
     if not recipients:
         raise FilecryptError("no recipients", "give at least one --recipient certificate")
     infos = [r.wrap(content_key) for r in recipients]
-    if batches is not None:
-        infos.append(batches.wrap(recipients, content_key))
     if info is not None:
+        if batches is not None:
+            infos.append(batches.wrap(recipients, content_key))
         infos.append(fmt.file_info_recipient(info, content_key, infos))
     return infos
 
@@ -108,11 +116,38 @@ class Key:
     batch_keys: BatchKeyCache = dataclasses.field(default_factory=BatchKeyCache)
 
 
-def _open(env: fmt.Envelope, key: Key, name: str) -> tuple[Secret, fmt.FileInfo | None]:
+def _check_one_content_key(env: fmt.Envelope, key: Key, name: str, content_key: Secret) -> None:
+    """The key's `ktri` holds the same content key as the batch `kekri`. AES-GCM does not commit
+    to its key: a file crafted with two different keys could decrypt, to different bytes, both
+    through the kekri (imgvault) and through the ktri (OpenSSL). One RSA operation."""
+    ktri = matching_key_transport(env.recipients, key.private_key, key.cert)
+    if ktri is None:
+        return
+    direct = unwrap_key_transport(ktri, key.private_key, name)
+    try:
+        if not hmac.compare_digest(direct.reveal(), content_key.reveal()):
+            raise AuthenticationError(
+                f"{name}: its batch-key and certificate recipient infos hold different content "
+                "keys: other tools would decrypt it to other bytes",
+                "the file was crafted or damaged: do not trust it; restore it from a backup",
+            )
+    finally:
+        direct.wipe()
+
+
+def _open(
+    env: fmt.Envelope, key: Key, name: str, *, check_recipients: bool = False
+) -> tuple[Secret, fmt.FileInfo | None]:
     """The content key and the verified file facts (checked before any plaintext exists)."""
     content_key = None
     if env.batch is not None:
         content_key = key.batch_keys.content_key(env.batch, key.private_key, name, key.cert)
+        if content_key is not None and check_recipients:
+            try:
+                _check_one_content_key(env, key, name, content_key)
+            except BaseException:
+                content_key.wipe()
+                raise
     if content_key is None:
         content_key = unwrap(env.recipients, key.private_key, name, key.cert)
     try:
@@ -166,11 +201,18 @@ def _pump(
 
 
 def decrypt(
-    src: io.BufferedIOBase, size: int, name: str, key: Key, dst: BinaryIO | None
+    src: io.BufferedIOBase,
+    size: int,
+    name: str,
+    key: Key,
+    dst: BinaryIO | None,
+    *,
+    check_recipients: bool = False,
 ) -> tuple[fmt.Envelope, fmt.FileInfo | None]:
-    """Decrypt `src` into `dst` (None: verify only). Raises unless everything verifies."""
+    """Decrypt `src` into `dst` (None: verify only). Raises unless everything verifies; with
+    `check_recipients`, also that the key's own `ktri` agrees with the batch key's."""
     env = fmt.parse(src, size, name)
-    content_key, info = _open(env, key, name)
+    content_key, info = _open(env, key, name, check_recipients=check_recipients)
     _pump(src, env, cipher=_gcm(content_key, env), plain=dst, copy=None, name=name)
     return env, info
 

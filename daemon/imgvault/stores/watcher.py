@@ -97,7 +97,7 @@ class StoreWatcher:
     ) -> None:
         self.store = store
         self.recipients = list(recipients)
-        self._batches = Batches()  # renewed hourly and every 10,000 files (filecrypt.batch)
+        self._batches = Batches()  # renewed every 10 minutes or 10,000 files (filecrypt.batch)
         self.report = report
         self.settle_seconds = settle_seconds
         self._due: dict[Path, float] = {}

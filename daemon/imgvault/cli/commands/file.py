@@ -15,6 +15,7 @@ from imgvault.errors import ImgvaultError
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import inplace
 from imgvault.filecrypt.batch import Batches
+from imgvault.filecrypt.errors import NotEncryptedError
 from imgvault.filecrypt.keystore import KeyStore
 from imgvault.filecrypt.recipients import (
     Recipient,
@@ -31,9 +32,11 @@ File-level encryption of image stores. Each file becomes a DER CMS AuthEnveloped
   openssl cms -decrypt -binary -inform DER -recip CERT.pem -inkey KEY.pem -in FILE -out OUT
 See docs/filecrypt-format.md. In-place operations are crash-safe (temporary file, fsync,
 rename); after a crash, `file recover` removes leftover temporary files. Encrypting or
-decrypting twice changes nothing. Files encrypted by one command share a batch key, so
-decrypting them needs one RSA private-key operation, not one per file. Keys are names from
-`imgvaultctl key list` or certificate/key file paths.
+decrypting twice changes nothing (decrypt skips plaintext files it finds in directories; a
+plaintext file named on the command line is an error). Files encrypted by one command share a
+batch key, so decrypting them needs one RSA private-key operation, not one per file; `verify`
+also checks that the file's own RSA recipient info holds the same key (what OpenSSL uses).
+Keys are names from `imgvaultctl key list` or certificate/key file paths.
 
 examples:
   imgvaultctl file store add pacs --root /srv/pacs --recipient pacs-service --recipient recovery
@@ -191,11 +194,20 @@ def run_decrypt(args: argparse.Namespace) -> int:
             else:
                 print(f"decrypted {files[0]} to {args.output} ({human_size(outcome.size_after)})")
             return 0
-        return _batch(
-            args,
-            files,
-            lambda p, dirs: inplace.decrypt_file(p, key, root=root, dirs_to_sync=dirs),
-        )
+        named = {p for p in args.paths if not p.is_dir()}
+
+        def decrypt(path: Path, dirs: set[str]) -> inplace.Outcome:
+            """A plaintext file found in a directory is skipped (decrypting a store twice
+            changes nothing); one named on the command line is an error."""
+            try:
+                return inplace.decrypt_file(path, key, root=root, dirs_to_sync=dirs)
+            except NotEncryptedError:
+                if path in named:
+                    raise
+                size = path.lstat().st_size
+                return inplace.Outcome(path, "not-encrypted", size, size)
+
+        return _batch(args, files, decrypt)
     finally:
         key.batch_keys.wipe()
 
@@ -269,7 +281,10 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     key = _key(args)
-    env, info = inplace.verify_file(args.path, key)
+    try:
+        env, info = inplace.verify_file(args.path, key)
+    finally:
+        key.batch_keys.wipe()
     bits = rsa_public_key_bits(key)
     if args.json:
         print_json(
