@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms, core
+from cryptography.hazmat.primitives import keywrap
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fc_helpers import Party, decrypt_bytes, encrypt_bytes
@@ -15,7 +16,7 @@ from test_filecrypt_openssl import openssl_decrypt, openssl_encrypt
 
 from imgvault.filecrypt import format as fmt
 from imgvault.filecrypt import inplace, stream
-from imgvault.filecrypt.batch import Batches, BatchKey
+from imgvault.filecrypt.batch import MAX_FILES, Batches, BatchKey, _Ratchet, next_step
 from imgvault.filecrypt.errors import AuthenticationError, MalformedError, UnsupportedError
 from imgvault.filecrypt.recipients import Recipient
 from imgvault.filecrypt.stream import Key
@@ -249,3 +250,55 @@ def test_rewrap_of_a_file_without_facts_adds_no_batch_key(
     inplace.rewrap_file(enc, pki["alice"].as_key, [pki["bob"].recipient], batches=Batches())
     assert inplace.inspect_file(enc)[0].batch is None
     assert decrypt_bytes(enc, pki["bob"]) == b"from openssl"
+
+
+def test_files_of_a_batch_take_successive_steps_and_decrypt_in_any_order(
+    pki: dict[str, Party], tmp_path: Path
+) -> None:
+    files = encrypt_files(tmp_path / "s", 6, [pki["alice"].recipient], Batches())
+    entries = [inplace.inspect_file(p)[0].batch for p in files]
+    assert [e.step for e in entries if e is not None] == list(range(6))
+    counting = CountingKey(pki["alice"].key)
+    key = Key(counting, pki["alice"].recipient.cert)  # type: ignore[arg-type]
+    for path, data in reversed(files.items()):
+        out = io.BytesIO()
+        with path.open("rb") as f:
+            stream.decrypt(f, path.stat().st_size, str(path), key, out)  # type: ignore[arg-type]
+        assert out.getvalue() == data
+    assert counting.operations == 1
+
+
+def test_the_encrypting_process_keeps_no_key_to_what_it_wrote(pki: dict[str, Party]) -> None:
+    """After wrapping a file, the batch key has moved one step along a one-way ratchet: what is
+    left in memory cannot unwrap that file's content key."""
+    batch = BatchKey([pki["alice"].recipient])
+    first_step = batch._key.reveal()  # white box: the secret the property is about
+    content_key = Secret(os.urandom(fmt.KEY_BYTES))
+    wrapped = cms.RecipientInfo.load(batch.wrap(content_key)).chosen["encrypted_key"].native
+    assert keywrap.aes_key_unwrap(first_step, wrapped) == content_key.reveal()
+    with pytest.raises(keywrap.InvalidUnwrap):
+        keywrap.aes_key_unwrap(batch._key.reveal(), wrapped)
+    assert batch._key.reveal() == next_step(first_step)
+
+
+def test_the_ratchet_derives_any_step_from_its_checkpoints() -> None:
+    first = os.urandom(fmt.KEY_BYTES)
+    chain = [first]
+    for _ in range(1100):
+        chain.append(next_step(chain[-1]))
+    ratchet = _Ratchet(Secret(first))
+    for step in (600, 3, 255, 256, 257, 1100, 0, 511, 512, 1024):
+        assert ratchet.key_at(step).reveal() == chain[step], step
+    assert MAX_FILES < fmt.MAX_STEP  # writers start a new batch long before readers refuse
+
+
+def test_a_step_beyond_the_readers_limit_is_refused(pki: dict[str, Party], tmp_path: Path) -> None:
+    enc = encrypt_bytes(b"abc", [pki["alice"].recipient], tmp_path / "f")
+    entry = inplace.inspect_file(enc)[0].batch
+    assert entry is not None
+    data = enc.read_bytes()
+    identifier = entry.batch_id + (0).to_bytes(fmt.STEP_BYTES)
+    assert data.count(identifier) == 1
+    enc.write_bytes(data.replace(identifier, entry.batch_id + fmt.MAX_STEP.to_bytes(4)))
+    with pytest.raises(MalformedError, match="step 65536 is beyond"):
+        decrypt_bytes(enc, pki["alice"])

@@ -3,15 +3,15 @@
 An encrypting run (a `file encrypt` command, or ten minutes of `imgvaultd`) draws a random
 256-bit batch key, wraps it once for each recipient certificate, and puts into every file,
 beside the usual RSA recipient infos, a `kekri` holding that file's content key wrapped with
-the batch key (AES key wrap) and the batch key's own wrapped copies. A decryptor unwraps the
-batch key with RSA once and keeps it for every later file of the batch. Encrypting still needs
-certificates only; the batch key exists in clear only in the memory of the run that drew it
-(and of a decryptor holding a recipient's private key), and is renewed every `MAX_FILES` files
-or `MAX_SECONDS` (ten minutes), which bounds what one copy of that memory exposes.
-docs/filecrypt-format.md has the layout and the reasoning.
+the batch key's current step (AES key wrap) and the batch key's wrapped copies. Each file moves
+the batch key one step along a one-way ratchet (HMAC-SHA256) and the old step is wiped, so the
+memory of an encrypting process never holds a key that opens a file it already wrote. A
+decryptor unwraps the first step with RSA once and derives the others. Encrypting still needs
+certificates only. docs/filecrypt-format.md has the layout and the reasoning.
 """
 
 import hashlib
+import hmac
 import os
 import threading
 import time
@@ -35,31 +35,39 @@ MAX_FILES = 10_000
 MAX_SECONDS = 600.0
 
 
+STEP_LABEL = b"imgvault batch-key step"
+CHECKPOINT = 256  # a decryptor keeps every 256th step, so any step is at most 255 HMACs away
+
+
+def next_step(key: bytes) -> bytes:
+    """The ratchet: one-way, so a step's key reveals no earlier step."""
+    return hmac.digest(key, STEP_LABEL, "sha256")
+
+
 class BatchKey:
-    """One batch: the key (in memory only) and the fixed DER around each file's wrapped key."""
+    """One batch: its current step key (in memory only) and the fixed DER around each file's
+    wrapped key. Not thread-safe by itself: `Batches` serialises `wrap`."""
 
     def __init__(self, recipients: Sequence[Recipient]) -> None:
         self._key = Secret(os.urandom(fmt.KEY_BYTES))
         record = der.set_of([r.wrap(self._key) for r in recipients])
-        other = der.tlv(der.SEQUENCE, fmt.BATCH_KEY_TLV + record)
-        kekid = der.tlv(
-            der.SEQUENCE, der.tlv(der.OCTET_STRING, os.urandom(fmt.BATCH_ID_BYTES)) + other
-        )
-        body = (
-            der.integer(4)
-            + kekid
-            + fmt.AES256_WRAP_ALGORITHM
-            + der.header(der.OCTET_STRING, fmt.WRAPPED_KEY_BYTES)
-        )
-        self._prefix = der.header(der.CONTEXT_2_CONSTRUCTED, len(body) + fmt.WRAPPED_KEY_BYTES)
-        self._prefix += body
-        self.files = 0
+        self._other = der.tlv(der.SEQUENCE, fmt.BATCH_KEY_TLV + record)
+        self._batch_id = os.urandom(fmt.BATCH_ID_BYTES)
+        self.files = 0  # also the step of the next file
         self.started = time.monotonic()
 
     def wrap(self, content_key: Secret) -> bytes:
-        """DER of this file's `kekri` RecipientInfo."""
+        """DER of this file's `kekri` RecipientInfo; then the key moves one step on."""
+        identifier = self._batch_id + self.files.to_bytes(fmt.STEP_BYTES)
+        kekid = der.tlv(der.SEQUENCE, der.tlv(der.OCTET_STRING, identifier) + self._other)
+        wrapped = keywrap.aes_key_wrap(self._key.reveal(), content_key.reveal())
+        body = der.integer(4) + kekid + fmt.AES256_WRAP_ALGORITHM
+        body += der.tlv(der.OCTET_STRING, wrapped)
+        following = Secret(next_step(self._key.reveal()))
+        self._key.wipe()
+        self._key = following
         self.files += 1
-        return self._prefix + keywrap.aes_key_wrap(self._key.reveal(), content_key.reveal())
+        return der.tlv(der.CONTEXT_2_CONSTRUCTED, body)
 
     def wipe(self) -> None:
         self._key.wipe()
@@ -96,6 +104,28 @@ class Batches:
                 self._current = None
 
 
+class _Ratchet:
+    """The steps of one batch key a decryptor has derived: every CHECKPOINT-th one."""
+
+    def __init__(self, first: Secret) -> None:
+        self._checkpoints = {0: first}
+
+    def key_at(self, step: int) -> Secret:
+        start = step - step % CHECKPOINT
+        while start not in self._checkpoints:
+            start -= CHECKPOINT
+        key = self._checkpoints[start].reveal()
+        for done in range(start + 1, step + 1):
+            key = next_step(key)
+            if done % CHECKPOINT == 0:
+                self._checkpoints[done] = Secret(key)
+        return Secret(key)
+
+    def wipe(self) -> None:
+        for secret in self._checkpoints.values():
+            secret.wipe()
+
+
 class BatchKeyCache:
     """Batch keys unwrapped by one private key, by their record (thread-safe).
 
@@ -105,7 +135,7 @@ class BatchKeyCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._keys: dict[bytes, Secret] = {}
+        self._keys: dict[bytes, _Ratchet] = {}
 
     def content_key(
         self,
@@ -118,24 +148,27 @@ class BatchKeyCache:
         the batch key (then the file's own recipient infos are used)."""
         record_id = hashlib.sha256(batch.record).digest()
         with self._lock:  # held while unwrapping: threads wait for one RSA operation
-            batch_key = self._keys.get(record_id)
-            if batch_key is None:
+            ratchet = self._keys.get(record_id)
+            if ratchet is None:
                 ktri = matching_key_transport(batch.recipients(name), key, cert)
                 if ktri is None:
                     return None
-                batch_key = unwrap_key_transport(ktri, key, name, "batch key")
-                self._keys[record_id] = batch_key
+                ratchet = _Ratchet(unwrap_key_transport(ktri, key, name, "batch key"))
+                self._keys[record_id] = ratchet
+            step_key = ratchet.key_at(batch.step)
         try:
-            return Secret(keywrap.aes_key_unwrap(batch_key.reveal(), batch.wrapped_key))
+            return Secret(keywrap.aes_key_unwrap(step_key.reveal(), batch.wrapped_key))
         except keywrap.InvalidUnwrap:
             raise AuthenticationError(
                 f"{name}: authentication failed: the batch-key recipient info was altered",
                 "no plaintext was kept; restore the file from a backup or replica, or recover "
                 "its content with openssl cms -decrypt (docs/filecrypt-format.md)",
             ) from None
+        finally:
+            step_key.wipe()
 
     def wipe(self) -> None:
         with self._lock:
-            for secret in self._keys.values():
-                secret.wipe()
+            for ratchet in self._keys.values():
+                ratchet.wipe()
             self._keys.clear()

@@ -181,6 +181,8 @@ BATCH_KEY_TLV = _oid_tlv(OID_BATCH_KEY)
 AES256_WRAP_ALGORITHM = der.tlv(der.SEQUENCE, _oid_tlv(OID_AES256_WRAP))  # parameters absent
 WRAPPED_KEY_BYTES = KEY_BYTES + 8  # RFC 3394: one 64-bit integrity block more
 BATCH_ID_BYTES = 16
+STEP_BYTES = 4  # the keyIdentifier is the batch id followed by the file's ratchet step
+MAX_STEP = 1 << 16  # what a reader accepts: bounds the hashing a crafted step could cost
 
 
 def content_algorithm(nonce: bytes) -> bytes:
@@ -257,7 +259,8 @@ class BatchEntry:
     key's own record (a SET OF key-transport recipient infos, one per certificate)."""
 
     batch_id: bytes
-    record: bytes  # DER of the SET OF RecipientInfo holding the batch key
+    step: int  # the file's position in the batch: its key-wrapping key is the step-th ratchet
+    record: bytes  # DER of the SET OF RecipientInfo holding the batch key (step 0)
     wrapped_key: bytes  # AES-256 key wrap (RFC 3394) of the content key
 
     def recipients(self, name: str) -> list[KeyTransport]:
@@ -388,16 +391,19 @@ def _batch_entry(kekri: cms.KEKRecipientInfo, r: der.Reader) -> BatchEntry:
             f"{r.name}: a key-encryption-key (kekri) recipient that imgvault did not write",
             "decrypt it with openssl cms -decrypt -secretkey, or with a certificate recipient",
         )
-    batch_id = bytes(kekid["key_identifier"].native)
+    identifier = bytes(kekid["key_identifier"].native)
+    batch_id, step = identifier[:BATCH_ID_BYTES], int.from_bytes(identifier[BATCH_ID_BYTES:])
     record = bytes(other["key_attr"].dump())
     wrapped = bytes(kekri["encrypted_key"].native)
     if bytes(kekri["key_encryption_algorithm"].dump()) != AES256_WRAP_ALGORITHM:
         raise r.broken("batch-key recipient info is not AES-256 key wrap")
-    if len(batch_id) != BATCH_ID_BYTES or len(wrapped) != WRAPPED_KEY_BYTES:
+    if len(identifier) != BATCH_ID_BYTES + STEP_BYTES or len(wrapped) != WRAPPED_KEY_BYTES:
         raise r.broken("batch-key recipient info has a wrong identifier or key length")
+    if step >= MAX_STEP:
+        raise r.broken(f"batch-key step {step} is beyond {MAX_STEP}")
     if record[:1] != bytes((der.SET,)):
         raise r.broken("batch-key record is not a SET OF recipient infos")
-    return BatchEntry(batch_id, record, wrapped)
+    return BatchEntry(batch_id, step, record, wrapped)
 
 
 @dataclass

@@ -5,6 +5,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from imgvault.cli.commands import Subparsers, add_command
 from imgvault.cli.commands.key import keystore_options
@@ -241,10 +242,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     env, size = inplace.inspect_file(args.path)
     info = env.unverified_file_info
     rows = _recipient_rows(args, env)
-    batch = None
+    batch: dict[str, Any] | None = None
     if env.batch is not None:
         holders = [describe_rid(k.info) for k in env.batch.recipients(str(args.path))]
-        batch = {"id": env.batch.batch_id.hex(), "recipients": holders}
+        batch = {"id": env.batch.batch_id.hex(), "step": env.batch.step, "recipients": holders}
     document = {
         "path": str(args.path),
         "format": "CMS AuthEnvelopedData (DER)",
@@ -275,7 +276,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     ]
     print(format_table(headers, table))
     if batch is not None:
-        print(f"batch key {batch['id']}, wrapped for: {', '.join(batch['recipients'])}")
+        print(
+            f"batch key {batch['id']} step {batch['step']}, wrapped for: "
+            f"{', '.join(batch['recipients'])}"
+        )
     return 0
 
 
