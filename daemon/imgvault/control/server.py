@@ -28,6 +28,7 @@ log = logging.getLogger("imgvault.control")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 REQUEST_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16  # answered at once; more are closed unanswered until one finishes
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class ControlServer:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._stopping = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         """Bind (replacing a stale socket, never another kind of file) and start serving."""
@@ -131,20 +133,25 @@ class ControlServer:
                 connection, _ = self._socket.accept()
             except TimeoutError:
                 continue
+            if not self._slots.acquire(blocking=False):
+                connection.close()  # a flood of connections must not cost a thread each
+                continue
             threading.Thread(
                 target=self._answer, args=(connection,), name="control-request", daemon=True
             ).start()
 
     def _answer(self, connection: socket.socket) -> None:
-        with connection:
-            connection.settimeout(REQUEST_TIMEOUT)
-            try:
+        try:
+            with connection:
+                connection.settimeout(REQUEST_TIMEOUT)
                 with connection.makefile("rb") as reader:
                     line = reader.readline(protocol.MAX_LINE + 1)
                 response = self._respond(peer_of(connection), line)
                 connection.sendall(protocol.encode(response))
-            except OSError as error:  # the client went away or timed out: nothing to answer
-                log.info("control connection dropped: %s", error.strerror or error)
+        except OSError as error:  # the client went away or timed out: nothing to answer
+            log.info("control connection dropped: %s", error.strerror or error)
+        finally:
+            self._slots.release()
 
     def _respond(self, peer: Peer, line: bytes) -> dict[str, Any]:
         try:

@@ -33,7 +33,8 @@ class StoreService:
         self.watchers: dict[str, StoreWatcher] = {}
         self.problems: dict[str, str] = {}
         self._counts: dict[str, Counter[str]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the dictionaries: `status` reads them from any thread
+        self._starting = threading.Lock()  # one `start_registered` at a time
 
     def _report(self, event: StoreEvent) -> None:
         log_event(event)
@@ -42,35 +43,39 @@ class StoreService:
 
     def start_registered(self) -> list[str]:
         """Start a watcher for every registered store not watched yet; the names started."""
-        keystore = KeyStore()
-        started = []
-        for store in StoreRegistry().stores().values():
-            if store.name in self.watchers:
-                continue
-            try:
-                recipients = [keystore.recipient(name) for name in store.recipients]
-                watcher = StoreWatcher(
-                    store, recipients, self._report, settle_seconds=self.settle_seconds
+        with self._starting:
+            keystore = KeyStore()
+            started = []
+            for store in StoreRegistry().stores().values():
+                if store.name in self.watchers:
+                    continue
+                try:
+                    recipients = [keystore.recipient(name) for name in store.recipients]
+                    watcher = StoreWatcher(
+                        store, recipients, self._report, settle_seconds=self.settle_seconds
+                    )
+                    watcher.start()
+                except ImgvaultError as error:
+                    with self._lock:
+                        self.problems[store.name] = str(error)
+                    log.error("store %s not watched: %s", store.name, error)
+                    continue
+                with self._lock:
+                    self.problems.pop(store.name, None)
+                    self.watchers[store.name] = watcher
+                started.append(store.name)
+                log.info(
+                    "store %s: watching %s for %s",
+                    store.name,
+                    store.root,
+                    ", ".join(store.recipients),
                 )
-                watcher.start()
-            except ImgvaultError as error:
-                self.problems[store.name] = str(error)
-                log.error("store %s not watched: %s", store.name, error)
-                continue
-            self.problems.pop(store.name, None)
-            self.watchers[store.name] = watcher
-            started.append(store.name)
-            log.info(
-                "store %s: watching %s for %s",
-                store.name,
-                store.root,
-                ", ".join(store.recipients),
-            )
-        return started
+            return started
 
     def status(self) -> list[dict[str, Any]]:
         with self._lock:
             counts = {name: dict(c) for name, c in self._counts.items()}
+            watchers, problems = dict(self.watchers), dict(self.problems)
         rows: list[dict[str, Any]] = [
             {
                 "name": name,
@@ -80,12 +85,12 @@ class StoreService:
                 "events": counts.get(name, {}),
                 "problem": None,
             }
-            for name, watcher in self.watchers.items()
+            for name, watcher in watchers.items()
         ]
         rows += [
             {"name": name, "root": None, "watching": False, "pending": 0, "events": {},
              "problem": problem}
-            for name, problem in self.problems.items()
+            for name, problem in problems.items()
         ]  # fmt: skip
         return sorted(rows, key=lambda row: str(row["name"]))
 
