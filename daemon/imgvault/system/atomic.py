@@ -41,3 +41,23 @@ def fsync_directory(directory: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_new(directory: int, name: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Create `name` in the directory open as descriptor `directory`, holding `data`, complete
+    and durable or not at all: a temporary file beside it is written and fsynced, then
+    hard-linked to `name` (a link never replaces an existing name nor follows a symlink:
+    FileExistsError) and the directory fsynced. No reader ever sees a partial file."""
+    temp = f".{name}.{os.urandom(8).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, mode, dir_fd=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+    finally:
+        os.unlink(temp, dir_fd=directory)
+    os.fsync(directory)
