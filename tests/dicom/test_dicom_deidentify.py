@@ -369,3 +369,17 @@ def test_cli_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
         cli_main.main(["dicom", "deidentify", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "--accept-burned-in" in text and "NOT implemented" in text
+
+
+@pytest.mark.parametrize("name", ["image_dfl.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm"])
+def test_deflated_and_encapsulated_files_keep_their_encoding(name: str, tmp_path: Path) -> None:
+    """Secondary captures: refused for burned-in text unless accepted; then exported with the
+    same transfer syntax and the compressed pixel data byte for byte."""
+    source = Path(get_testdata_file(name))
+    with pytest.raises(de.BurnedInAnnotationError):
+        de.deidentify_file(source, tmp_path, de.Deidentifier())
+    result = de.deidentify_file(source, tmp_path, de.Deidentifier(), accept_burned_in=True)
+    original, ds = pydicom.dcmread(source), pydicom.dcmread(result.output)
+    check_profile_applied(ds)
+    assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert ds.PixelData == original.PixelData
