@@ -383,3 +383,27 @@ def test_deflated_and_encapsulated_files_keep_their_encoding(name: str, tmp_path
     check_profile_applied(ds)
     assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
     assert ds.PixelData == original.PixelData
+
+
+def test_cli_inspect_is_a_check_mode(
+    phi_series: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = phi_series[0]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    digest = sha(source)
+    assert cli_main.main(["dicom", "inspect", str(source), "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    actions = {(c["where"], c["action"]) for c in report["changes"]}
+    assert ("(0010,0010)", "emptied") in actions and ("(0008,0080)", "dummied") in actions
+    assert ("(0008,1140)[0].(0010,0010)", "emptied") in actions  # inside a sequence item
+    assert ("(0008,1140)[0].(0008,1155)", "uid-replaced") in actions
+    assert ("(0011,1001)", "private-removed") in actions
+    assert ("(6000,3000)", "removed") in actions and ("(5000,3000)", "removed") in actions
+    assert report["burned_in_refusal"] is None and report["counts"]["private_removed"] >= 3
+    for text in (*PHI.values(), NESTED_PHI, PRIVATE_PHI):
+        assert text not in out  # values are never shown
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and sha(source) == digest
+    us = _with(source, tmp_path / "us.dcm", Modality="US")
+    assert cli_main.main(["dicom", "inspect", str(us)]) == 0
+    assert "refused unless --accept-burned-in" in capsys.readouterr().out

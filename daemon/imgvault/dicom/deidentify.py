@@ -57,6 +57,7 @@ _PARSE_ERRORS = (
     struct.error,
 )
 
+_CORRUPT_HINT = "the file is damaged: export it again from the PACS"
 _DUMMY_TEXT = "ANONYMOUS"
 _DUMMIES: dict[str, object] = {
     "DA": "19000101",
@@ -99,6 +100,28 @@ class BurnedInAnnotationError(DicomError):
     """The pixels may show patient data as text, which the Basic Profile does not clean."""
 
 
+@dataclass(frozen=True)
+class Change:
+    """One element changed: where (tags, with item numbers inside sequences), its name and
+    what was done (removed, emptied, dummied, uid-replaced, private-removed)."""
+
+    where: str
+    name: str
+    action: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+_COUNTERS = {
+    "removed": "removed",
+    "emptied": "emptied",
+    "dummied": "dummied",
+    "uid-replaced": "uids_replaced",
+    "private-removed": "private_removed",
+}
+
+
 @dataclass
 class Counts:
     removed: int = 0
@@ -106,6 +129,11 @@ class Counts:
     dummied: int = 0
     uids_replaced: int = 0
     private_removed: int = 0
+
+    def add(self, changes: list[Change]) -> None:
+        for change in changes:
+            name = _COUNTERS[change.action]
+            setattr(self, name, getattr(self, name) + 1)
 
 
 @dataclass(frozen=True)
@@ -148,50 +176,41 @@ class Deidentifier:
         self.key.wipe()
         self._uids.clear()
 
-    def clean(self, ds: Dataset, counts: Counts) -> None:
-        """Apply the profile to every element of `ds`, recursively into sequence items."""
+    def clean(self, ds: Dataset, changes: list["Change"], where: str = "") -> None:
+        """Apply the profile to every element of `ds`, recursively into sequence items, and
+        note each change (`where` locates `ds` inside the file's sequences)."""
         for elem in list(ds):
-            tag = int(elem.tag)
-            if elem.tag.is_private:
-                del ds[elem.tag]
-                counts.private_removed += 1
-                continue
-            if elem.tag.element == 0 and elem.tag.group != 0x0002:
-                del ds[elem.tag]  # a group length would be wrong once elements are removed
-                counts.removed += 1
-                continue
-            action = self.profile.action(tag)
-            if action is Action.REMOVE:
-                del ds[elem.tag]
-                counts.removed += 1
-            elif action is Action.EMPTY or (action is Action.DUMMY and elem.VR == "SQ"):
-                # No dummy sequence fits every IOD; an empty one is the safe choice.
-                elem.value = Sequence() if elem.VR == "SQ" else None
-                counts.emptied += 1
-            elif action is Action.DUMMY:
-                self._dummy(elem)
-                counts.dummied += 1
-            elif action is Action.UID and elem.VR != "SQ":
-                self._replace_uid(elem, counts)
-            elif elem.VR == "SQ":  # kept, unlisted, or U on a sequence: clean its items
-                for item in elem.value:
-                    self.clean(item, counts)
+            at = f"{where}{elem.tag}"
+            done = self._apply(ds, elem, changes, at)
+            if done:
+                changes.append(Change(at, elem.keyword or elem.name, done))
 
-    def _dummy(self, elem: DataElement) -> None:
-        vr = elem.VR.split(" or ")[0]  # an ambiguous VR ("US or SS"): any is fine for 0
-        if vr == "UI":
-            elem.value = self.uid(str(elem.value or ""))
-        else:
-            elem.value = _DUMMIES.get(vr)
-
-    def _replace_uid(self, elem: DataElement, counts: Counts) -> None:
-        if elem.VM == 0:
-            return
-        if elem.VM > 1:
-            elem.value = [self.uid(str(v)) for v in elem.value]
-        else:
-            elem.value = self.uid(str(elem.value))
-        counts.uids_replaced += 1
+    def _apply(self, ds: Dataset, elem: DataElement, changes: list["Change"], at: str) -> str:
+        """What was done to `elem` ("" for nothing), after doing it."""
+        action = self.profile.action(int(elem.tag))
+        if elem.tag.is_private:
+            del ds[elem.tag]
+            return "private-removed"
+        if action is Action.REMOVE or (elem.tag.element == 0 and elem.tag.group != 0x0002):
+            del ds[elem.tag]  # a group length would be wrong once elements are removed
+            return "removed"
+        if action is Action.EMPTY or (action is Action.DUMMY and elem.VR == "SQ"):
+            # No dummy sequence fits every IOD; an empty one is the safe choice.
+            elem.value = Sequence() if elem.VR == "SQ" else None
+            return "emptied"
+        if action is Action.DUMMY:
+            vr = elem.VR.split(" or ")[0]  # an ambiguous VR ("US or SS"): 0 fits any
+            elem.value = self.uid(str(elem.value or "")) if vr == "UI" else _DUMMIES.get(vr)
+            return "dummied"
+        if action is Action.UID and elem.VR != "SQ" and elem.VM > 0:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            new = [self.uid(str(v)) for v in values]
+            elem.value = new if elem.VM > 1 else new[0]
+            return "uid-replaced"
+        if elem.VR == "SQ":  # kept, unlisted, or U on a sequence: clean its items
+            for number, item in enumerate(elem.value):
+                self.clean(item, changes, f"{at}[{number}].")
+        return ""
 
     def stamp(self, ds: Dataset) -> None:
         """Record the de-identification (PS3.15 E.1.1) and rebuild the file meta information
@@ -244,7 +263,6 @@ def _open_input(path: Path) -> bytes:
 def read_dataset(path: Path) -> Dataset:
     """Parse `path` completely, refusing anything that is not an intact DICOM Part 10 file."""
     data = _open_input(path)
-    corrupt_hint = "the file is damaged: export it again from the PACS"
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -256,10 +274,15 @@ def read_dataset(path: Path) -> Dataset:
             "dcmconv +F (dcmtk) first",
         ) from None
     except _PARSE_ERRORS as error:
-        raise CorruptDicomError(f"{path}: corrupt DICOM: {error}", corrupt_hint) from None
+        raise _corrupt(path, error) from None
     if any("End of file" in str(w.message) for w in caught) or not _complete(ds, len(data)):
-        raise CorruptDicomError(f"{path}: truncated DICOM file", corrupt_hint)
+        raise CorruptDicomError(f"{path}: truncated DICOM file", _CORRUPT_HINT)
     return ds
+
+
+def _corrupt(path: Path, error: Exception) -> CorruptDicomError:
+    """The error names only the exception type: pydicom's text may quote a value (PHI)."""
+    return CorruptDicomError(f"{path}: corrupt DICOM ({type(error).__name__})", _CORRUPT_HINT)
 
 
 def _complete(ds: Dataset, size: int) -> bool:
@@ -301,40 +324,57 @@ def burned_in_problem(ds: Dataset) -> str | None:
     return None
 
 
+def prepare(
+    path: Path, deidentifier: Deidentifier, *, accept_burned_in: bool = False
+) -> tuple[Dataset, list[Change], str | None]:
+    """Read and de-identify `path` in memory: the dataset, its changes and the burned-in
+    problem that was accepted (None if there was none)."""
+    ds = read_dataset(path)
+    changes: list[Change] = []
+    with warnings.catch_warnings():
+        # pydicom warns about odd values while converting them, quoting the value (PHI).
+        warnings.simplefilter("ignore")
+        try:
+            problem = burned_in_problem(ds)
+            if problem and not accept_burned_in:
+                raise BurnedInAnnotationError(
+                    f"{path}: {problem}; refusing it (pixel data is not cleaned)",
+                    "leave it out of the export, or check the pixels yourself and give "
+                    "--accept-burned-in",
+                )
+            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+                raise CorruptDicomError(
+                    f"{path}: has no SOP Class/Instance UID", "export only DICOM instances"
+                )
+            deidentifier.clean(ds, changes)
+            deidentifier.stamp(ds)
+        except _PARSE_ERRORS as error:
+            raise _corrupt(path, error) from None
+    return ds, changes, problem
+
+
 def deidentify_file(
     path: Path, outdir: Path, deidentifier: Deidentifier, *, accept_burned_in: bool = False
 ) -> Result:
     """De-identify `path` into `outdir`/STUDY/SERIES/INSTANCE.dcm (new UIDs: no file or
     directory name carries the original's), mode 0640; raises DicomError, writing nothing."""
-    ds = read_dataset(path)
-    counts = Counts()
-    try:
-        problem = burned_in_problem(ds)
-        if problem and not accept_burned_in:
-            raise BurnedInAnnotationError(
-                f"{path}: {problem}; refusing it (pixel data is not cleaned)",
-                "leave it out of the export, or check the pixels yourself and give "
-                "--accept-burned-in",
-            )
-        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-            raise CorruptDicomError(
-                f"{path}: has no SOP Class/Instance UID", "export only DICOM instances"
-            )
-        deidentifier.clean(ds, counts)
-        deidentifier.stamp(ds)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-    except _PARSE_ERRORS as error:
-        raise CorruptDicomError(
-            f"{path}: corrupt DICOM: {error}", "the file is damaged: export it again"
-        ) from None
+    ds, changes, problem = prepare(path, deidentifier, accept_burned_in=accept_burned_in)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds.save_as(buffer, enforce_file_format=True)
+        except _PARSE_ERRORS as error:
+            raise _corrupt(path, error) from None
     relative = Path(
         str(ds.get("StudyInstanceUID", "no-study")),
         str(ds.get("SeriesInstanceUID", "no-series")),
         f"{ds.SOPInstanceUID}.dcm",
     )
     publish(outdir, relative, buffer.getvalue())
-    return Result(path, outdir / relative, counts, bool(problem))
+    counts = Counts()
+    counts.add(changes)
+    return Result(path, outdir / relative, counts, problem is not None)
 
 
 def publish(outdir: Path, relative: Path, data: bytes) -> None:

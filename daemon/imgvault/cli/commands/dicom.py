@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from imgvault.cli.commands import Subparsers, add_command
-from imgvault.cli.output import print_json
+from imgvault.cli.output import format_table, print_json
 from imgvault.cli.progress import Progress
 from imgvault.dicom.deidentify import (
     DIRECTORY_MODE,
@@ -17,6 +17,7 @@ from imgvault.dicom.deidentify import (
     DicomError,
     Result,
     deidentify_file,
+    prepare,
 )
 
 HELP = """\
@@ -40,7 +41,10 @@ or absent for US, SC, XA, RF, ES, XC, GM, OT, DOC and secondary captures, are re
 --accept-burned-in is given (the report then says so per file). Failed files are reported and
 the others still exported; the exit status is then 1.
 
+`imgvaultctl dicom inspect FILE` shows what would change in one file and writes nothing.
+
 examples:
+  imgvaultctl dicom inspect /srv/pacs/export/study42/ct1.dcm
   imgvaultctl dicom deidentify /srv/pacs/export/study42 -o /srv/research/trial7
   imgvaultctl dicom deidentify a.dcm b.dcm -o /srv/research/trial7 --json
   imgvaultctl dicom deidentify /srv/pacs/us -o /srv/research/us --accept-burned-in
@@ -122,6 +126,47 @@ def run_deidentify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+INSPECT_HELP = """\
+Check mode of `dicom deidentify` for one file: every element that would be removed, emptied,
+given a dummy value or a new UID (private elements too, inside sequences with item numbers),
+and whether the file would be refused for burned-in annotation. Nothing is written. Values are
+not shown: the originals are patient data and the new UIDs depend on each export's key.
+
+examples:
+  imgvaultctl dicom inspect /srv/pacs/export/study42/ct1.dcm
+  imgvaultctl dicom inspect us1.dcm --json
+"""
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    deidentifier = Deidentifier()
+    try:
+        _, changes, problem = prepare(args.path, deidentifier, accept_burned_in=True)
+    finally:
+        deidentifier.close()
+    counts = Counts()
+    counts.add(changes)
+    if args.json:
+        print_json(
+            {
+                "input": str(args.path),
+                "burned_in_refusal": problem,
+                "counts": asdict(counts),
+                "changes": [c.to_json() for c in changes],
+            }
+        )
+        return 0
+    rows = [(c.where, c.name, c.action) for c in changes]
+    print(format_table(["ELEMENT", "NAME", "ACTION"], rows))
+    print(
+        f"{len(changes)} elements would change; the method attributes (0012,0062-0064) would "
+        "be added and the file meta rebuilt"
+    )
+    if problem:
+        print(f"refused unless --accept-burned-in: {problem}")
+    return 0
+
+
 def register(subparsers: Subparsers) -> None:
     group = add_command(
         subparsers, "dicom", help="de-identify DICOM files for research exports", description=HELP
@@ -149,3 +194,12 @@ def register(subparsers: Subparsers) -> None:
         help="export images that may show patient data as burned-in text (you checked them)",
     )
     parser.set_defaults(handler=run_deidentify)
+    inspect = add_command(
+        verbs,
+        "inspect",
+        help="show what deidentify would change in one file (check mode)",
+        description=INSPECT_HELP,
+        json_output=True,
+    )
+    inspect.add_argument("path", type=Path, metavar="FILE", help="a DICOM file")
+    inspect.set_defaults(handler=run_inspect)
