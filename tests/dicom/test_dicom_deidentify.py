@@ -177,6 +177,8 @@ def test_uid_vector_is_keyed_hmac() -> None:
     assert len(expected) <= 44
     deidentifier.close()
     assert len(deidentifier.key) == 0
+    with pytest.raises(RuntimeError):
+        deidentifier.uid("1.2.3")  # never an HMAC with an empty key
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,8 @@ class Deidentifier:
         original = original.strip("\0 ")
         new = self._uids.get(original)
         if new is None:
+            if not self.key:
+                raise RuntimeError("this export is closed: its key is wiped")
             mac = hmac.new(self.key.reveal(), original.encode("ascii", "replace"), sha256)
             new = f"2.25.{uuid.UUID(bytes=mac.digest()[:16], version=4).int}"
             self._uids[original] = new
@@ -176,7 +178,7 @@ class Deidentifier:
         self.key.wipe()
         self._uids.clear()
 
-    def clean(self, ds: Dataset, changes: list["Change"], where: str = "") -> None:
+    def clean(self, ds: Dataset, changes: list[Change], where: str = "") -> None:
         """Apply the profile to every element of `ds`, recursively into sequence items, and
         note each change (`where` locates `ds` inside the file's sequences)."""
         for elem in list(ds):
@@ -185,12 +187,12 @@ class Deidentifier:
             if done:
                 changes.append(Change(at, elem.keyword or elem.name, done))
 
-    def _apply(self, ds: Dataset, elem: DataElement, changes: list["Change"], at: str) -> str:
+    def _apply(self, ds: Dataset, elem: DataElement, changes: list[Change], at: str) -> str:
         """What was done to `elem` ("" for nothing), after doing it."""
-        action = self.profile.action(int(elem.tag))
         if elem.tag.is_private:
             del ds[elem.tag]
             return "private-removed"
+        action = self.profile.action(int(elem.tag))
         if action is Action.REMOVE or (elem.tag.element == 0 and elem.tag.group != 0x0002):
             del ds[elem.tag]  # a group length would be wrong once elements are removed
             return "removed"
