@@ -373,6 +373,7 @@ def test_cli_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "examples:" in text and "--accept-burned-in" in text and "NOT implemented" in text
 
 
+@pytest.mark.filterwarnings("ignore:Expected explicit VR")  # pydicom on SC_rgb_jpeg.dcm itself
 @pytest.mark.parametrize("name", ["image_dfl.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm"])
 def test_deflated_and_encapsulated_files_keep_their_encoding(name: str, tmp_path: Path) -> None:
     """Secondary captures: refused for burned-in text unless accepted; then exported with the
