@@ -23,7 +23,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.sequence import Sequence
 
 from imgvault import __version__
@@ -44,8 +44,11 @@ DIRECTORY_MODE = 0o750
 METHOD = f"Basic Application Confidentiality Profile (imgvault {__version__})"
 METHOD_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 
-# What a parser of untrusted input raises inside pydicom for a damaged file.
+# What a parser of untrusted input raises inside pydicom for a damaged file (seen by flipping
+# bytes of real files: tests/dicom, test_corrupted_bytes_are_clear_errors).
 _PARSE_ERRORS = (
+    BytesLengthException,
+    AttributeError,  # e.g. file meta without a Transfer Syntax UID
     OSError,
     EOFError,
     ValueError,
