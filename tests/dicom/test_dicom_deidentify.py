@@ -437,3 +437,52 @@ def test_corrupted_bytes_are_clear_errors(tmp_path: Path) -> None:
         check_profile_applied(pydicom.dcmread(result.output))
     assert len(list(out.rglob("*.dcm"))) == exported
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+_PHI_VALUES = {
+    "DA": "20200101",
+    "TM": "101010",
+    "DT": "20200101101010",
+    "AS": "042Y",
+    "DS": "7",
+    "IS": "7",
+    "UI": "1.2.826.0.1.3680043.2.1143.777",
+    **dict.fromkeys(("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"), 7),
+    **dict.fromkeys(("OB", "OW", "UN"), b"PHIBYTES"),
+}
+
+
+def test_every_row_of_the_table_is_applied(phi_series: list[Path], tmp_path: Path) -> None:
+    """One file holding every exact-tag attribute of Table E.1-1 (groups 0000 and 0002
+    excepted: they cannot be in a dataset), each with a recognisable value."""
+    ds = pydicom.dcmread(phi_series[0])
+    expected: dict[int, Action] = {}
+    for tag, action in basic_profile().exact.items():
+        if tag >> 16 in (0x0000, 0x0002) or tag in (0x00080016, 0x00080018):
+            continue  # not in a dataset; SOP Class/Instance are the file's own
+        vr = pydicom.datadict.dictionary_VR(tag).split(" or ")[0]
+        if vr == "SQ":
+            item = Dataset()
+            item.PatientName = "PHI^IN^ITEM"
+            value: object = [item]
+        else:
+            value = _PHI_VALUES.get(vr, "PHITEXT")
+        ds.add_new(tag, vr, value)
+        expected[tag] = action
+    source = tmp_path / "every.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    result = de.deidentify_file(source, tmp_path, de.Deidentifier())
+    raw = result.output.read_bytes()
+    for text in (b"PHITEXT", b"PHIBYTES", b"PHI^IN^ITEM", b"20200101", b"042Y"):
+        assert text not in raw
+    assert _PHI_VALUES["UI"].encode() not in raw
+    out = pydicom.dcmread(result.output)
+    check_profile_applied(out)
+    for tag, action in expected.items():
+        if action is Action.REMOVE:
+            assert tag not in out, hex(tag)
+        elif action is Action.KEEP:
+            assert out[tag].value == ds[tag].value, hex(tag)
+        else:
+            assert tag in out, hex(tag)
+    assert len(expected) > 550
