@@ -235,6 +235,7 @@ def _with(path: Path, target: Path, **attributes: str) -> Path:
     ("attributes", "refused"),
     [
         ({"BurnedInAnnotation": "YES"}, True),
+        ({"BurnedInAnnotation": "NO", "RecognizableVisualFeatures": "YES"}, True),  # a face
         ({"Modality": "US"}, True),  # flag absent on ultrasound
         ({"Modality": "US", "BurnedInAnnotation": "NO"}, False),
         ({}, False),  # CT with no flag: CT images carry no burned-in text

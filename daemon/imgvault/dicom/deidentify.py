@@ -312,9 +312,12 @@ def _complete(ds: Dataset, size: int) -> bool:
 
 
 def burned_in_problem(ds: Dataset) -> str | None:
-    """Why the pixels may show identifying text, or None when they should not."""
+    """Why the pixels may identify the patient (burned-in text, or a recognisable face as the
+    file itself declares), or None when they should not."""
     if not any(tag in ds for tag in PIXEL_TAGS):
         return None
+    if str(ds.get("RecognizableVisualFeatures", "")).strip().upper() == "YES":
+        return "Recognizable Visual Features (0028,0302) is YES"
     flag = str(ds.get("BurnedInAnnotation", "")).strip().upper()
     if flag == "NO":
         return None

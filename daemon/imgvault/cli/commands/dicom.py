@@ -37,9 +37,10 @@ Outputs are OUTDIR/NEW-STUDY-UID/NEW-SERIES-UID/NEW-SOP-INSTANCE-UID.dcm (no ori
 or UID survives in a path), mode 0640, written to a temporary file, fsynced and linked into
 place: never overwritten, never partial. Inputs are only read. Directories are walked;
 symlinks, FIFOs and devices are refused. Images whose Burned In Annotation (0028,0301) is YES,
-or absent for US, SC, XA, RF, ES, XC, GM, OT, DOC and secondary captures, are refused unless
---accept-burned-in is given (the report then says so per file). Failed files are reported and
-the others still exported; the exit status is then 1.
+or absent for US, SC, XA, RF, ES, XC, GM, OT, DOC and secondary captures, or whose Recognizable
+Visual Features (0028,0302) is YES, are refused unless --accept-burned-in is given (the
+report then says so per file). Failed files are reported and the others still exported; the
+exit status is then 1.
 
 `imgvaultctl dicom inspect FILE` shows what would change in one file and writes nothing.
 
