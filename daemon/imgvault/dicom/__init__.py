@@ -1,1 +1,1 @@
-"""DICOM: synthetic images for demos and benchmarks (de-identification will live here too)."""
+"""DICOM: de-identification for research exports, and synthetic images for demos and benchmarks."""

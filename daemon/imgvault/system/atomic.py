@@ -10,11 +10,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     `path` and fsync the directory, so the rename itself survives a power cut."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _fill(fd, data, mode)
         Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -26,6 +22,11 @@ def write_new(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Create `path` with exactly `mode` (whatever the umask) holding `data`, durable before
     this returns; never replaces an existing file or follows a symlink (FileExistsError)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    _fill(fd, data, mode)
+
+
+def _fill(fd: int, data: bytes, mode: int) -> None:
+    """Give the new file `fd` exactly `mode` (whatever the umask), write `data`, fsync, close."""
     with os.fdopen(fd, "wb") as f:
         os.fchmod(fd, mode)
         f.write(data)
@@ -41,3 +42,19 @@ def fsync_directory(directory: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_new(directory: int, name: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Create `name` in the directory open as descriptor `directory`, holding `data`, complete
+    and durable or not at all: a temporary file beside it is written and fsynced, then
+    hard-linked to `name` (a link never replaces an existing name nor follows a symlink:
+    FileExistsError) and the directory fsynced. No reader ever sees a partial file."""
+    temp = f".{name}.{os.urandom(8).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, mode, dir_fd=directory)
+    try:
+        _fill(fd, data, mode)
+        os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+    finally:
+        os.unlink(temp, dir_fd=directory)
+    os.fsync(directory)
