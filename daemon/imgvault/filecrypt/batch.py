@@ -36,7 +36,6 @@ MAX_SECONDS = 600.0
 
 
 STEP_LABEL = b"imgvault batch-key step"
-CHECKPOINT = 256  # a decryptor keeps every 256th step, so any step is at most 255 HMACs away
 
 
 def next_step(key: bytes) -> bytes:
@@ -105,24 +104,19 @@ class Batches:
 
 
 class _Ratchet:
-    """The steps of one batch key a decryptor has derived: every CHECKPOINT-th one."""
+    """Every step of one batch key a decryptor has derived, each derived once (a batch holds
+    at most 10,000 files; a reader derives at most fmt.MAX_STEP steps)."""
 
     def __init__(self, first: Secret) -> None:
-        self._checkpoints = {0: first}
+        self._steps = [first]
 
     def key_at(self, step: int) -> Secret:
-        start = step - step % CHECKPOINT
-        while start not in self._checkpoints:
-            start -= CHECKPOINT
-        key = self._checkpoints[start].reveal()
-        for done in range(start + 1, step + 1):
-            key = next_step(key)
-            if done % CHECKPOINT == 0:
-                self._checkpoints[done] = Secret(key)
-        return Secret(key)
+        while len(self._steps) <= step:
+            self._steps.append(Secret(next_step(self._steps[-1].reveal())))
+        return self._steps[step]
 
     def wipe(self) -> None:
-        for secret in self._checkpoints.values():
+        for secret in self._steps:
             secret.wipe()
 
 
@@ -155,7 +149,7 @@ class BatchKeyCache:
                     return None
                 ratchet = _Ratchet(unwrap_key_transport(ktri, key, name, "batch key"))
                 self._keys[record_id] = ratchet
-            step_key = ratchet.key_at(batch.step)
+            step_key = ratchet.key_at(batch.step)  # the ratchet's own: wiped with the cache
         try:
             return Secret(keywrap.aes_key_unwrap(step_key.reveal(), batch.wrapped_key))
         except keywrap.InvalidUnwrap:
@@ -164,8 +158,6 @@ class BatchKeyCache:
                 "no plaintext was kept; restore the file from a backup or replica, or recover "
                 "its content with openssl cms -decrypt (docs/filecrypt-format.md)",
             ) from None
-        finally:
-            step_key.wipe()
 
     def wipe(self) -> None:
         with self._lock:
