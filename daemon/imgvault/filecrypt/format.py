@@ -131,9 +131,8 @@ class FileInfoRecord(core.Sequence):  # type: ignore[misc]
 @dataclass(frozen=True)
 class FileInfoEntry:
     """The file-info `ori` record, parsed once: its facts, the exact DER they were MACed as,
-    the MAC, and the whole RecipientInfo (which rewrap copies unchanged)."""
+    and the MAC."""
 
-    encoding: bytes
     info_der: bytes
     info: FileInfo
     mac: bytes
@@ -142,9 +141,7 @@ class FileInfoEntry:
 def _file_info_entry(info: cms.RecipientInfo) -> FileInfoEntry:
     record = FileInfoRecord.load(info.chosen["ori_value"].dump(), strict=True)
     info_der = bytes(record["info"].dump())
-    return FileInfoEntry(
-        bytes(info.dump()), info_der, FileInfo.decode(info_der), bytes(record["mac"].native)
-    )
+    return FileInfoEntry(info_der, FileInfo.decode(info_der), bytes(record["mac"].native))
 
 
 def _file_info_mac(content_key: Secret, info_der: bytes, bound: bytes) -> bytes:
