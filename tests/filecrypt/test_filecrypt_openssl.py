@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from fc_helpers import Party, decrypt_bytes, encrypt_bytes, make_party
 
-from imgvault.filecrypt import stream
+from imgvault.filecrypt import inplace, stream
+from imgvault.filecrypt.batch import Batches
 from imgvault.filecrypt.errors import UnsupportedError
 from imgvault.filecrypt.keystore import KeyStore
 from imgvault.secret import Secret
@@ -69,9 +70,12 @@ def test_rewrapped_file_decrypts_with_openssl(pki: dict[str, Party], tmp_path: P
     out = tmp_path / "rewrapped"
     with enc.open("rb") as s, out.open("wb") as d:
         stream.rewrap(
-            s, enc.stat().st_size, "f", pki["alice"].as_key, d, recipients=[pki["bob"].recipient]
-        )
+            s, enc.stat().st_size, "f", pki["alice"].as_key, d,
+            recipients=[pki["bob"].recipient], batches=Batches(),
+        )  # fmt: skip
+    assert inplace.inspect_file(out)[0].batch is not None  # a new batch key, as the CLI does
     assert openssl_decrypt(out, pki["bob"], tmp_path / "b") == data
+    assert openssl_decrypt(out, pki["bob"], tmp_path / "c", recip=False) == data
 
 
 def test_openssl_file_with_another_cipher_is_refused_clearly(
