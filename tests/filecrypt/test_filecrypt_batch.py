@@ -21,7 +21,6 @@ from imgvault.filecrypt.errors import AuthenticationError, MalformedError, Unsup
 from imgvault.filecrypt.recipients import Recipient
 from imgvault.filecrypt.stream import Key
 from imgvault.secret import Secret
-from imgvault.system.run import run
 
 
 class CountingKey:
@@ -158,13 +157,8 @@ def test_a_kekri_imgvault_did_not_write_is_refused_clearly(
 ) -> None:
     plain = tmp_path / "plain"
     plain.write_bytes(b"x" * 100)
-    enc = tmp_path / "enc"
-    run(
-        ["openssl", "cms", "-encrypt", "-binary", "-aes-256-gcm", "-outform", "DER",
-         "-secretkey", os.urandom(32).hex(), "-secretkeyid", "0102030405",
-         "-in", str(plain), "-out", str(enc)],
-        check=True,
-    )  # fmt: skip
+    secret = ["-secretkey", os.urandom(32).hex(), "-secretkeyid", "0102030405"]
+    enc = openssl_encrypt(plain, [], tmp_path / "enc", secret)  # no certificate recipient
     with pytest.raises(UnsupportedError, match="kekri") as caught:
         decrypt_bytes(enc, pki["alice"])
     assert "openssl cms -decrypt -secretkey" in caught.value.hint
